@@ -1,0 +1,15 @@
+# facevae: videos of people -> aligned faces -> per-actor face VAEs -> reenactment videos.
+# Run: snakemake --cores all   (config: config.yaml; see README.md)
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/ingest.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,85 @@
+"""Unit tests of the config contract: defaults, and one error naming the key path."""
+
+import copy
+
+import pytest
+import yaml
+
+from facevae.config import ConfigError, time_to_seconds, validate, video_entry
+from conftest import REPO
+
+URL = "https://example.org/a.mp4"
+
+
+def base():
+    return {
+        "actors": {"trump": {"videos": {"rally": {"url": URL, "start": "00:01:00", "end": "00:02:30.5"}}}},
+        "drivers": {"me": {"videos": {"webcam": {"url": URL}}}},
+    }
+
+
+def error_of(config) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        validate(config)
+    return info.value
+
+
+def test_default_config_is_valid_and_gets_defaults():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate(config)
+    assert set(config["actors"]) == {"d6", "d10"} and set(config["drivers"]) == {"tpsmm"}
+    assert config["download"]["retries"] == 3
+
+
+def test_valid_config_entry_in_seconds():
+    config = validate(base())
+    entry = video_entry(config, "trump", "rally")
+    assert entry == {"person": "trump", "role": "actor", "video": "rally", "url": URL, "path": None, "start": 60.0, "end": 150.5}
+
+
+@pytest.mark.parametrize(
+    "mutate, key, words",
+    [
+        (lambda c: c["actors"]["trump"]["videos"]["rally"].update(stat="1"), "actors.trump.videos.rally.stat", "unknown key 'stat'"),
+        (lambda c: c.update(actorz={}), "actorz", "unknown key"),
+        (lambda c: c["actors"]["trump"]["videos"]["rally"].update(start="1:2"), "actors.trump.videos.rally.start", "bad time format"),
+        (lambda c: c["actors"]["trump"]["videos"]["rally"].update(end="00:00:30"), "actors.trump.videos.rally.end", "must come after start"),
+        (lambda c: c["actors"]["trump"]["videos"]["rally"].pop("url"), "actors.trump.videos.rally", "exactly one of 'url' or 'path'"),
+        (lambda c: c["actors"]["trump"]["videos"]["rally"].update(path="/x.mp4"), "actors.trump.videos.rally", "exactly one of 'url' or 'path'"),
+        (lambda c: c["actors"]["trump"]["videos"]["rally"].update(url="ftp://x/y"), "actors.trump.videos.rally.url", "http(s) URL"),
+        (lambda c: c["actors"].update({"no videos": {"videos": {}}}), "actors.no videos", "must be a name"),
+        (lambda c: c["actors"].update(empty={"videos": {}}), "actors.empty.videos", "actor 'empty' has no videos"),
+        (lambda c: c["actors"].update(empty={}), "actors.empty.videos", "has no videos"),
+        (lambda c: c["drivers"].update(trump={"videos": {"x": {"url": URL}}}), "drivers.trump", "both an actor and a driver"),
+        (lambda c: c.update(reenact=[{"actor": "obama", "driver": "me"}]), "reenact.0.actor", "unknown actor 'obama'"),
+        (lambda c: c.update(reenact=[{"actor": "trump", "driver": "you"}]), "reenact.0.driver", "unknown driver 'you'"),
+        (lambda c: c["actors"]["trump"]["videos"]["rally"].update(url=None, path="/no/such/file.mp4") or c["actors"]["trump"]["videos"]["rally"].pop("url"),
+         "actors.trump.videos.rally.path", "local file not found"),
+        (lambda c: c.pop("actors"), "actors", "missing required key"),
+    ],
+)
+def test_config_error_names_the_key(mutate, key, words):
+    config = base()
+    mutate(config)
+    err = error_of(config)
+    assert err.key == key, str(err)
+    assert words in str(err)
+    assert str(err).startswith(f"config error at {key}:")
+
+
+def test_reenact_may_pair_two_actors():
+    config = base()
+    config["actors"]["obama"] = copy.deepcopy(config["actors"]["trump"])
+    config["reenact"] = [{"actor": "trump", "driver": "obama"}]
+    validate(config)
+
+
+@pytest.mark.parametrize("value, seconds", [("00:00:10", 10.0), ("1:02:03.25", 3723.25), (5400, 5400.0), (2.5, 2.5), (None, None)])
+def test_time_to_seconds(value, seconds):
+    assert time_to_seconds(value) == seconds
+
+
+def test_yaml_sexagesimal_time_is_seconds():
+    # YAML 1.1 reads an unquoted 1:30:00 as the integer 5400: that is still the right time.
+    config = yaml.safe_load(f"actors: {{a: {{videos: {{v: {{url: '{URL}', start: 1:30:00}}}}}}}}")
+    assert video_entry(validate(config), "a", "v")["start"] == 5400.0

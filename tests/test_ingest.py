@@ -1,0 +1,144 @@
+"""Video ingest through real Snakemake runs: yt-dlp downloads from a loopback server, trimming,
+caching and the error cases (each must leave no partial file behind)."""
+
+import json
+import os
+
+import pytest
+
+from conftest import run_snakemake, loopback_config
+from facevae import video as vid
+
+LP = "KwaiVGI/LivePortrait/1986663be3b6902605d32200c01f4bfd36cda83d/assets/examples/driving/"
+TPSMM = "yoyo-nb/Thin-Plate-Spline-Motion-Model/c616878812c9870ed81ac72561be2676fd7180e2/assets/driving.mp4"
+
+pytestmark = pytest.mark.media
+
+
+def leftovers(workdir):
+    """Every file or folder under results/videos (hidden temporary ones included)."""
+    root = workdir / "results" / "videos"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def test_default_config_downloads_every_clip(pipeline, media):
+    workdir = pipeline["workdir"]
+    expected = {"d6/d6": "videos/lp_d6.mp4", "d10/d10": "videos/lp_d10.mp4", "tpsmm/driving": "videos/tpsmm_driving.mp4"}
+    for stem, relpath in expected.items():
+        mp4, meta = workdir / f"results/videos/{stem}.mp4", workdir / f"results/videos/{stem}.json"
+        info = json.loads(meta.read_text())
+        source = vid.probe(media(relpath))
+        # No start/end: the clip arrives byte for byte as published.
+        assert info["sha256"] == vid.sha256(media(relpath)) == vid.sha256(mp4)
+        assert info["frame_count"] == source.frame_count > 0
+        assert info["fps"] == source.fps and (info["width"], info["height"]) == (source.width, source.height)
+        assert info["source"]["url"].endswith(relpath.split("_", 1)[1].replace("tpsmm_", "")) or "driving" in stem
+        assert info["tools"]["yt_dlp"]
+    driver = json.loads((workdir / "results/videos/tpsmm/driving.json").read_text())
+    assert driver["has_audio"] and driver["frame_count"] == 169 and driver["duration"] == pytest.approx(6.76, abs=0.05)
+    for rule_file in ["logs/ingest_video/d6/d6.log", "benchmarks/ingest_video/d6/d6.tsv"]:
+        assert (workdir / "results" / rule_file).stat().st_size > 0
+    assert not [p for p in leftovers(workdir) if p.split("/")[-1].startswith(".")]
+
+
+def test_second_run_does_nothing(pipeline):
+    result = run_snakemake(pipeline["workdir"], pipeline["config"], "--dry-run")
+    assert "Nothing to be done" in result.output
+
+
+def test_sections_are_trimmed_url_and_local(tmp_path, media_server, media):
+    config = {
+        "actors": {
+            "d6": {
+                "videos": {
+                    # Only the section is downloaded (yt-dlp + ffmpeg over HTTP ranges).
+                    "part": {"url": f"{media_server.url}/{LP}d6.mp4", "start": "00:00:05", "end": "00:00:08.5"},
+                    "local": {"path": str(media("videos/lp_d6.mp4")), "start": 30},
+                    "whole": {"path": str(media("videos/tpsmm_driving.mp4"))},
+                }
+            }
+        }
+    }
+    run_snakemake(tmp_path, config)
+    part = json.loads((tmp_path / "results/videos/d6/part.json").read_text())
+    assert part["duration"] == pytest.approx(3.5, abs=0.15)
+    assert part["frame_count"] == pytest.approx(105, abs=4)  # 30 fps
+    assert vid.probe(tmp_path / "results/videos/d6/part.mp4").frame_count == part["frame_count"]
+    local = json.loads((tmp_path / "results/videos/d6/local.json").read_text())
+    assert local["duration"] == pytest.approx(33.62 - 30, abs=0.15) and local["how"] == "re-encode"
+    assert local["source"]["path"] == str(media("videos/lp_d6.mp4"))
+    whole = json.loads((tmp_path / "results/videos/d6/whole.json").read_text())
+    assert whole["how"] == "copy" and whole["sha256"] == vid.sha256(media("videos/tpsmm_driving.mp4"))
+    assert whole["has_audio"] and whole["frame_count"] == 169
+
+
+def test_editing_one_entry_reruns_only_its_job(tmp_path, media):
+    clip = str(media("videos/lp_d5.mp4"))
+    config = {"actors": {"a": {"videos": {"one": {"path": clip, "end": 2}, "two": {"path": clip, "end": 3}}}}}
+    run_snakemake(tmp_path, config)
+    before = {v: (tmp_path / f"results/videos/a/{v}.mp4").stat().st_mtime_ns for v in ("one", "two")}
+    config["actors"]["a"]["videos"]["two"]["end"] = 4
+    result = run_snakemake(tmp_path, config)
+    assert result.output.count("rule ingest_video:") == 1
+    after = {v: (tmp_path / f"results/videos/a/{v}.mp4").stat().st_mtime_ns for v in ("one", "two")}
+    assert after["one"] == before["one"] and after["two"] != before["two"]
+    assert json.loads((tmp_path / "results/videos/a/two.json").read_text())["duration"] == pytest.approx(4, abs=0.1)
+
+
+def test_transient_503_is_retried(tmp_path, media_server):
+    route = f"flaky/{LP}d5.mp4"
+    config = {"actors": {"a": {"videos": {"v": {"url": f"{media_server.url}/{route}"}}}}}
+    run_snakemake(tmp_path, config)
+    assert media_server.requests[route] >= 2  # the 503, then the successful attempt
+    assert json.loads((tmp_path / "results/videos/a/v.json").read_text())["frame_count"] > 0
+    assert "retrying" in (tmp_path / "results/logs/ingest_video/a/v.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "url_path, words",
+    [
+        ("no/such/clip.mp4", ["HTTP Error 404"]),
+        (f"truncated/{LP}d6.mp4", ["not a decodable video"]),
+        (f"truncated/{TPSMM}", ["not a decodable video", "partial file"]),
+    ],
+    ids=["404", "truncated-moov-at-end", "truncated-moov-at-start"],
+)
+def test_bad_url_fails_clearly_and_leaves_nothing(tmp_path, media_server, url_path, words):
+    url = f"{media_server.url}/{url_path}"
+    config = {"actors": {"ok": {"videos": {"v": {"url": f"{media_server.url}/{LP}d5.mp4"}}}},
+              "drivers": {"bob": {"videos": {"talk": {"url": url}}}}}
+    result = run_snakemake(tmp_path, config, check=False)
+    assert result.returncode != 0
+    error_lines = [line for line in result.output.splitlines() if line.startswith("facevae error")]
+    assert len(error_lines) == 1, result.output[-3000:]
+    assert "driver 'bob', video 'talk'" in error_lines[0] and url in error_lines[0]
+    for word in words:
+        assert word in error_lines[0]
+    assert leftovers(tmp_path) == ["ok", "ok/v.json", "ok/v.mp4"], "partial output left behind"
+    assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_undecodable_local_file(tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("not a video")
+    config = {"actors": {"a": {"videos": {"v": {"path": str(fake)}}}}}
+    result = run_snakemake(tmp_path / "run", config, check=False)
+    assert result.returncode != 0
+    assert f"actor 'a', video 'v' from {fake}: {fake} is not a decodable video" in result.output
+    assert leftovers(tmp_path / "run") == []
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"actors": {"a": {"videos": {"v": {"url": "http://127.0.0.1:9/x.mp4", "strat": "00:00:01"}}}}},
+         "config error at actors.a.videos.v.strat: unknown key 'strat'"),
+        ({"actors": {"a": {"videos": {}}}}, "config error at actors.a.videos: actor 'a' has no videos"),
+    ],
+    ids=["unknown-key", "actor-without-videos"],
+)
+def test_config_error_stops_before_any_job(tmp_path, config, message):
+    result = run_snakemake(tmp_path, config, check=False)
+    assert result.returncode != 0
+    assert message in result.output
+    assert not (tmp_path / "results").exists()

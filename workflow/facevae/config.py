@@ -1,0 +1,189 @@
+"""Config validation: one clear error naming the key path, defaults filled in, cross-checks.
+
+Snakemake's own ``validate`` reports jsonschema's raw message; users of this workflow edit
+``config.yaml`` by hand, so the error must say which key is wrong (``actors.trump.videos.rally.start``)
+and why, in one line, before any job runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from facevae import FacevaeError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(FacevaeError):
+    """A bad config value; ``key`` is the dotted key path."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"config error at {key or '<top level>'}: {message}")
+
+
+def load_schema(path: Path | str = SCHEMA_PATH) -> dict:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def key_path(parts) -> str:
+    return ".".join(str(part) for part in parts)
+
+
+def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
+    """(key path, message) for the most useful reading of a jsonschema error."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        unknown = sorted(k for k in error.instance if k not in allowed)
+        if unknown:
+            hint = f" (known keys: {', '.join(sorted(allowed))})" if allowed else ""
+            return key_path(path + [unknown[0]]), f"unknown key '{unknown[0]}'{hint}"
+    if "propertyNames" in error.absolute_schema_path:  # a bad name: point at the name itself
+        bad = error.instance
+        return key_path(path + [bad]), f"'{bad}' {error.schema.get('x-error', error.message)}"
+    if error.validator == "required":
+        missing = re.search(r"'([^']+)' is a required property", error.message)
+        name = missing.group(1) if missing else "?"
+        return key_path(path + [name]), "missing required key"
+    # Walk from the failing schema node up to the nearest node that carries a hand-written message.
+    for node in [error.schema] + [e.schema for e in _parents(error)]:
+        if isinstance(node, dict) and "x-error" in node:
+            return key_path(path), f"{node['x-error']} (got {error.instance!r})"
+    return key_path(path), error.message
+
+
+def _parents(error):
+    parent = error.parent
+    while parent is not None:
+        yield parent
+        parent = parent.parent
+
+
+def _best_error(errors: list[jsonschema.ValidationError]) -> jsonschema.ValidationError:
+    # Prefer the deepest key path: "actors.a.videos.v.start" beats "actors".
+    return max(errors, key=lambda e: (len(e.absolute_path), e.validator != "oneOf"))
+
+
+def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
+    """Fill ``default`` values from the schema into ``instance`` in place (objects only)."""
+    if "$ref" in schema:
+        schema = _resolve(schema["$ref"], root)
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if "$ref" in sub:
+            sub = _resolve(sub["$ref"], root)
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(value, extra, root)
+
+
+def _resolve(ref: str, root: dict) -> dict:
+    node = root
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def time_to_seconds(value: str | float | int | None) -> float | None:
+    """"HH:MM:SS(.mmm)" or a number of seconds -> seconds (None stays None)."""
+    if value is None or isinstance(value, (int, float)):
+        return None if value is None else float(value)
+    hours, minutes, seconds = value.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def validate(config: dict, schema: dict | None = None) -> dict:
+    """Check ``config`` against the schema and the cross-key rules; return it with defaults.
+
+    Raises ConfigError naming the first bad key path. ``config`` is updated in place too, so a
+    Snakemake ``config`` dict can be passed directly.
+    """
+    schema = schema if schema is not None else load_schema()
+    if not isinstance(config, dict) or not config:
+        raise ConfigError("", "the config is empty: give --configfile or write config.yaml")
+    validator_cls = jsonschema.validators.validator_for(schema)
+    errors = list(validator_cls(schema).iter_errors(config))
+    if errors:
+        raise ConfigError(*_describe(_best_error(errors)))
+    _fill_defaults(config, schema, schema)
+    _check_people(config)
+    _check_reenact(config)
+    return config
+
+
+def _check_people(config: dict) -> None:
+    if not config.get("actors"):
+        raise ConfigError("actors", "no actors: add at least one actor with videos")
+    for section in ("actors", "drivers"):
+        for person, entry in (config.get(section) or {}).items():
+            videos = (entry or {}).get("videos") or {}
+            if not videos:
+                role = section[:-1]
+                raise ConfigError(f"{section}.{person}.videos", f"{role} '{person}' has no videos")
+            for name, video in videos.items():
+                if video.get("path") and not Path(video["path"]).is_file():
+                    raise ConfigError(f"{section}.{person}.videos.{name}.path", f"local file not found: {video['path']}")
+                start, end = time_to_seconds(video.get("start")), time_to_seconds(video.get("end"))
+                if start is not None and end is not None and end <= start:
+                    raise ConfigError(
+                        f"{section}.{person}.videos.{name}.end",
+                        f"end ({video['end']}) must come after start ({video['start']})",
+                    )
+    both = sorted(set(config.get("actors") or {}) & set(config.get("drivers") or {}))
+    if both:
+        raise ConfigError(
+            f"drivers.{both[0]}",
+            f"'{both[0]}' is both an actor and a driver: list the person once, under actors "
+            "(an actor can drive another actor through reenact)",
+        )
+
+
+def _check_reenact(config: dict) -> None:
+    actors, drivers = set(config["actors"]), set(config.get("drivers") or {})
+    for index, pair in enumerate(config.get("reenact") or []):
+        if pair["actor"] not in actors:
+            raise ConfigError(f"reenact.{index}.actor", f"unknown actor '{pair['actor']}' (actors: {', '.join(sorted(actors))})")
+        if pair["driver"] not in drivers | actors:
+            raise ConfigError(
+                f"reenact.{index}.driver",
+                f"unknown driver '{pair['driver']}' (drivers and actors: {', '.join(sorted(drivers | actors))})",
+            )
+
+
+def people(config: dict) -> dict[str, dict]:
+    """Every person (actors and drivers) by name, with their ``role``."""
+    found = {}
+    for section in ("actors", "drivers"):
+        for person, entry in (config.get(section) or {}).items():
+            found[person] = {"role": section[:-1], **entry}
+    return found
+
+
+def video_entry(config: dict, person: str, video: str) -> dict:
+    """The config entry of one video, with start/end as seconds and where it came from."""
+    entry = people(config)[person]
+    spec = dict(entry["videos"][video])
+    return {
+        "person": person,
+        "role": entry["role"],
+        "video": video,
+        "url": spec.get("url"),
+        "path": spec.get("path"),
+        "start": time_to_seconds(spec.get("start")),
+        "end": time_to_seconds(spec.get("end")),
+    }

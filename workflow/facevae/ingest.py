@@ -1,0 +1,182 @@
+"""Video ingest: a URL (through yt-dlp) or a local file -> a probed, portable mp4 plus metadata.
+
+Everything is written into a private temporary folder beside the outputs and moved into place
+only when complete, so a failure or a kill leaves no partial file or yt-dlp ``.part`` behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from facevae import FacevaeError, __version__
+from facevae import video as vid
+
+log = logging.getLogger(__name__)
+
+# Messages of errors that a later attempt may not see again.
+_TRANSIENT = ("HTTP Error 5", "HTTP Error 429", "timed out", "Connection reset", "Connection aborted",
+              "Remote end closed", "IncompleteRead", "Temporary failure", "EOF occurred")
+
+
+class IngestError(FacevaeError):
+    pass
+
+
+def describe(entry: dict) -> str:
+    return f"{entry['role']} '{entry['person']}', video '{entry['video']}'"
+
+
+def ingest(entry: dict, out_video: Path, out_meta: Path, download: dict | None = None) -> dict:
+    """Fetch/copy, trim and probe one video entry (see ``facevae.config.video_entry``).
+
+    Returns the metadata written to ``out_meta``.
+    """
+    out_video, out_meta = Path(out_video), Path(out_meta)
+    out_video.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_video.stem}.", suffix=".tmp", dir=out_video.parent))
+    try:
+        if entry.get("url"):
+            fetched, how = _download(entry, work, download or {})
+        else:
+            fetched, how = _local(entry, work)
+        info = vid.probe(fetched)
+        if info.frame_count == 0:
+            raise IngestError(f"{describe(entry)}: {_source(entry)} has no video frames")
+        meta = {
+            "person": entry["person"],
+            "role": entry["role"],
+            "video": entry["video"],
+            "source": {k: entry.get(k) for k in ("url", "path", "start", "end")},
+            **info.as_dict(),
+            "sha256": vid.sha256(fetched),
+            "size_bytes": fetched.stat().st_size,
+            "how": how,
+            "tools": {"facevae": __version__, "ffmpeg": vid.ffmpeg_version(), **_ytdlp_version(entry)},
+        }
+        tmp_meta = work / "meta.json"
+        tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(fetched, out_video)
+        os.replace(tmp_meta, out_meta)
+        log.info("%s: %s -> %s (%d frames, %.2f s, %dx%d @ %.3g fps, audio=%s, %s)", describe(entry), _source(entry),
+                 out_video, info.frame_count, info.duration, info.width, info.height, info.fps, info.has_audio, how)
+        return meta
+    except vid.VideoError as err:
+        what = "the downloaded file" if entry.get("url") else err.path
+        raise IngestError(f"{describe(entry)} from {_source(entry)}: {what} is not a decodable video: {err.reason}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _source(entry: dict) -> str:
+    return entry.get("url") or entry.get("path")
+
+
+def _ytdlp_version(entry: dict) -> dict:
+    if not entry.get("url"):
+        return {}
+    from yt_dlp.version import __version__ as ytdlp_version
+
+    return {"yt_dlp": ytdlp_version}
+
+
+def _local(entry: dict, work: Path) -> tuple[Path, str]:
+    src = Path(entry["path"])
+    if not src.is_file():
+        raise IngestError(f"{describe(entry)}: local file not found: {src}")
+    info = vid.probe(src)
+    _check_section(entry, info.duration)
+    out = work / "video.mp4"
+    how = vid.to_portable_mp4(src, out, info, entry.get("start"), entry.get("end"))
+    return out, how
+
+
+def _check_section(entry: dict, duration: float) -> None:
+    start = entry.get("start") or 0.0
+    if duration and start >= duration:
+        raise IngestError(f"{describe(entry)}: start {start:g} s is past the end of {_source(entry)} ({duration:g} s)")
+
+
+def _download(entry: dict, work: Path, download: dict) -> tuple[Path, str]:
+    """Download through yt-dlp's Python API, retrying transient network errors."""
+    import yt_dlp
+    from yt_dlp.utils import download_range_func
+
+    # yt-dlp's section downloader finds ffmpeg on PATH only (it ignores ffmpeg_location).
+    os.environ["PATH"] = vid.ffmpeg_dir() + os.pathsep + os.environ.get("PATH", "")
+    options = {
+        "outtmpl": str(work / "download.%(ext)s"),
+        "paths": {"temp": str(work)},
+        "format": download.get("format", "bv*+ba/b"),
+        "format_sort": download.get("format_sort", ["res:1080", "vcodec:h264", "acodec:aac"]),
+        "merge_output_format": "mp4",
+        "ffmpeg_location": vid.ffmpeg_dir(),
+        "noplaylist": True,
+        "retries": 3,
+        "fragment_retries": 3,
+        "socket_timeout": 30,
+        "quiet": True,
+        "noprogress": True,
+        "no_warnings": False,
+        "logger": _YtdlpLogger(),
+        "cachedir": False,
+    }
+    start, end = entry.get("start"), entry.get("end")
+    if start is not None or end is not None:
+        # Fetch only the section; cutting at exact times (not keyframes) re-encodes around the cuts.
+        options["download_ranges"] = download_range_func(None, [(start or 0.0, end if end is not None else float("inf"))])
+        options["force_keyframes_at_cuts"] = True
+    attempts = 1 + int(download.get("retries", 3))
+    for attempt in range(1, attempts + 1):
+        for leftover in work.glob("download*"):
+            leftover.unlink()
+        try:
+            with yt_dlp.YoutubeDL(options) as ydl:
+                info = ydl.extract_info(entry["url"], download=True)
+            break
+        except yt_dlp.utils.DownloadError as err:
+            message = str(err).removeprefix("ERROR: ").strip()
+            if attempt < attempts and any(marker in message for marker in _TRANSIENT):
+                wait = min(2 ** (attempt - 1), 30)
+                log.warning("%s: attempt %d/%d failed (%s); retrying in %d s", describe(entry), attempt, attempts, message, wait)
+                time.sleep(wait)
+                continue
+            raise IngestError(f"{describe(entry)}: download of {entry['url']} failed: {message}") from None
+    if info.get("_type") == "playlist":
+        raise IngestError(f"{describe(entry)}: {entry['url']} is a playlist; give one video URL per entry")
+    files = [Path(d["filepath"]) for d in info.get("requested_downloads", []) if d.get("filepath")]
+    files = [f for f in files if f.exists()] or sorted(work.glob("download.*"))
+    if not files:
+        raise IngestError(f"{describe(entry)}: yt-dlp reported success for {entry['url']} but wrote no file")
+    fetched = files[0]
+    probed = vid.probe(fetched)
+    if fetched.suffix == ".mp4" and probed.video_codec in vid.PORTABLE_VIDEO_CODECS and probed.rotation == 0 and (
+        not probed.has_audio or probed.audio_codec in vid.PORTABLE_AUDIO_CODECS
+    ):
+        return fetched, "download"
+    # Not something every stage decodes (e.g. VP9/AV1 in webm): convert once, here.
+    out = work / "portable.mp4"
+    vid.to_portable_mp4(fetched, out, probed)
+    return out, "download+re-encode"
+
+
+class _YtdlpLogger:
+    """Route yt-dlp's messages into our log (the rule's log file) instead of the console."""
+
+    def debug(self, msg: str) -> None:
+        if not msg.startswith("[debug] "):
+            log.info("yt-dlp: %s", msg)
+
+    def info(self, msg: str) -> None:
+        log.info("yt-dlp: %s", msg)
+
+    def warning(self, msg: str) -> None:
+        log.warning("yt-dlp: %s", msg)
+
+    def error(self, msg: str) -> None:
+        log.error("yt-dlp: %s", msg)

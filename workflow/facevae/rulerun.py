@@ -1,0 +1,57 @@
+"""What every rule script does around its real work: logging, signals, one-line errors.
+
+A rule script is::
+
+    from facevae.rulerun import run_rule
+    run_rule(snakemake, main)       # main(snakemake) does the work
+
+The full log (progress bars included) goes to the rule's ``log:`` file. A FacevaeError -- bad
+input a user can fix -- is also printed as ONE line on the console, without a traceback, and the
+job fails; anything else is a bug and keeps its traceback (in the log and on the console).
+SIGTERM (Snakemake's Ctrl-C, a cluster's kill) becomes an exception, so ``finally`` blocks clean
+up temporary files.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import traceback
+
+from facevae import FacevaeError
+
+
+class Terminated(BaseException):
+    """Raised on SIGTERM so cleanup code runs (BaseException: not swallowed by ``except Exception``)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated(f"terminated by signal {signum}")
+
+
+def setup_logging(log_path: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        handlers = [logging.FileHandler(log_path, mode="w")]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
+
+
+def run_rule(smk, main) -> None:
+    log_path = smk.log[0] if len(smk.log) else None
+    setup_logging(log_path)
+    console = sys.stderr
+    if log_path:  # progress bars and stray prints go to the log file too
+        sys.stderr = open(log_path, "a", buffering=1)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        main(smk)
+    except FacevaeError as err:
+        logging.getLogger("facevae").error("%s", err)
+        print(f"facevae error in rule {smk.rule}: {err}", file=console, flush=True)
+        sys.exit(1)
+    except BaseException:
+        text = traceback.format_exc()
+        logging.getLogger("facevae").error("%s", text)
+        print(text, file=console, flush=True)
+        sys.exit(1)

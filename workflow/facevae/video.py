@@ -1,0 +1,195 @@
+"""ffmpeg helpers shared by every stage: where the binary is, probing, trimming, re-encoding.
+
+imageio-ffmpeg ships a static ffmpeg under another file name and no ffprobe, so probing reads
+ffmpeg's own report of a fast demux-only pass (``-c copy -f null``): it gives the stream layout,
+the exact packet (frame) count and the demuxer's complaints about truncated or corrupt files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+from facevae import FacevaeError
+
+# Codecs every later rule (OpenCV, imageio-ffmpeg) decodes and mp4 carries; others are re-encoded.
+PORTABLE_VIDEO_CODECS = {"h264"}
+PORTABLE_AUDIO_CODECS = {"aac", "mp3"}
+# Lines of ffmpeg's report that mean the file is damaged, not merely unusual.
+_DAMAGE = re.compile(r"partial file|corrupt input packet|Packet corrupt|Invalid data found|moov atom not found|Error opening input")
+
+
+class VideoError(FacevaeError):
+    """A video file that cannot be used; the message names the file, ``reason`` says why."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path} is not a decodable video: {reason}")
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_dir() -> str:
+    """A folder holding a program named ``ffmpeg`` (a link to imageio-ffmpeg's), for yt-dlp.
+
+    yt-dlp looks for the exact name ``ffmpeg``; its section downloader even ignores
+    ``ffmpeg_location`` and searches PATH, so callers also put this folder on PATH.
+    """
+    exe = ffmpeg_exe()
+    if Path(exe).name == "ffmpeg":
+        return str(Path(exe).parent)
+    folder = Path(tempfile.gettempdir()) / f"facevae-ffmpeg-{os.getuid()}-{hashlib.sha1(exe.encode()).hexdigest()[:8]}"
+    link = folder / "ffmpeg"
+    if not link.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".ffmpeg.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(exe)
+        os.replace(tmp, link)  # atomic: parallel jobs may race here
+    return str(folder)
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_version() -> str:
+    out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True).stdout
+    return out.split("\n", 1)[0].removeprefix("ffmpeg version ").split(" ")[0]
+
+
+@dataclasses.dataclass
+class VideoInfo:
+    duration: float
+    fps: float
+    width: int
+    height: int
+    frame_count: int
+    has_audio: bool
+    video_codec: str
+    audio_codec: str | None
+    container: str
+    rotation: int = 0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def probe(path: Path | str) -> VideoInfo:
+    """Stream layout and exact frame count of a video; VideoError if it is missing or damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(path, "file not found")
+    result = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
+    report = result.stderr
+    damage = [line.strip() for line in report.splitlines() if _DAMAGE.search(line)]
+    if result.returncode != 0 or damage:
+        # The most telling line first: "partial file" says truncated, "moov atom" says incomplete.
+        damage.sort(key=lambda line: not re.search(r"partial file|moov atom", line))
+        reason = damage[0] if damage else report.strip().splitlines()[-1] if report.strip() else f"ffmpeg exit {result.returncode}"
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", reason)
+        if "matches no streams" in report:
+            reason = "it has no video stream"
+        raise VideoError(path, reason)
+    return _parse_report(path, report)
+
+
+def _parse_report(path: Path, report: str) -> VideoInfo:
+    inputs = report.split("Stream mapping:", 1)[0]
+    container = (re.search(r"Input #0, ([^,\s]+)", inputs) or [None, "?"])[1]
+    duration = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", inputs)
+    video = re.search(r"Stream #\S+: Video: (\w+).*", inputs)
+    if not video:
+        raise VideoError(path, "it has no video stream")
+    size = re.search(r", (\d{2,5})x(\d{2,5})\b", video.group(0))
+    fps = re.search(r", ([\d.]+) fps", video.group(0)) or re.search(r", ([\d.]+k?) tbr", video.group(0))
+    audio = re.search(r"Stream #\S+: Audio: (\w+)", inputs)
+    rotation = re.search(r"rotation of (-?[\d.]+) degrees", inputs)
+    frames = re.findall(r"frame=\s*(\d+)", report)
+    width, height = (int(size.group(1)), int(size.group(2))) if size else (0, 0)
+    rot = int(round(float(rotation.group(1)))) % 360 if rotation else 0
+    if rot in (90, 270):  # decoders apply the display matrix: report the size frames come out at
+        width, height = height, width
+    fps_value = float(fps.group(1).rstrip("k")) * (1000 if fps and fps.group(1).endswith("k") else 1) if fps else 0.0
+    seconds = int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3)) if duration else 0.0
+    return VideoInfo(
+        duration=round(seconds, 3),
+        fps=fps_value,
+        width=width,
+        height=height,
+        frame_count=int(frames[-1]) if frames else 0,
+        has_audio=audio is not None,
+        video_codec=video.group(1),
+        audio_codec=audio.group(1) if audio else None,
+        container=container,
+        rotation=rot,
+    )
+
+
+def sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_ffmpeg(args: list[str], what: str) -> None:
+    """Run ffmpeg quietly; VideoError with ffmpeg's last lines if it fails."""
+    result = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
+    if result.returncode != 0:
+        tail = " | ".join(result.stderr.strip().splitlines()[-3:])
+        raise VideoError(args[args.index("-i") + 1], f"{what} failed: {tail or f'ffmpeg exit {result.returncode}'}")
+
+
+def to_portable_mp4(
+    src: Path,
+    dst: Path,
+    info: VideoInfo,
+    start: float | None = None,
+    end: float | None = None,
+) -> str:
+    """Write ``src`` (optionally cut to [start, end) seconds) to ``dst`` as an mp4 every stage decodes.
+
+    Returns what was done: "copy", "remux" or "re-encode". Cutting re-encodes, because a
+    stream copy can only cut at keyframes and the requested section must be exact.
+    """
+    trimming = start is not None or end is not None
+    portable_video = info.video_codec in PORTABLE_VIDEO_CODECS and info.rotation == 0
+    portable_audio = not info.has_audio or info.audio_codec in PORTABLE_AUDIO_CODECS
+    if not trimming and portable_video and portable_audio and info.container.startswith("mov"):
+        with open(src, "rb") as fin, open(dst, "wb") as fout:
+            while block := fin.read(1 << 20):
+                fout.write(block)
+        return "copy"
+    cut = ["-ss", f"{start:.3f}"] if start else []
+    length = ["-t", f"{end - (start or 0.0):.3f}"] if end is not None else []
+    if not trimming and portable_video and portable_audio:
+        run_ffmpeg(["-i", str(src), "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-movflags", "+faststart", str(dst)], "remuxing")
+        return "remux"
+    audio = ["-c:a", "aac", "-b:a", "160k"] if info.has_audio else []
+    run_ffmpeg(
+        [*cut, "-i", str(src), *length, "-map", "0:v:0", "-map", "0:a:0?", "-c:v", "libx264", "-preset", "veryfast", "-crf", "17",
+         "-pix_fmt", "yuv420p", *audio, "-movflags", "+faststart", str(dst)],
+        "re-encoding",
+    )
+    return "re-encode"
