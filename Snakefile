@@ -12,4 +12,4 @@ include: "rules/ingest.smk"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        ALL_TARGETS,

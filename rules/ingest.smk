@@ -1,3 +1,11 @@
+ALL_TARGETS.extend(
+    f"results/videos/{person}/{video}.{ext}"
+    for person in sorted(PEOPLE)
+    for video in person_videos(person)
+    for ext in ("mp4", "json")
+)
+
+
 rule ingest_video:
     """Download a URL through yt-dlp (only the start/end section) or take a local file; probe it."""
     input:

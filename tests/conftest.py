@@ -130,6 +130,17 @@ def loopback_config(server, config: dict | None = None) -> dict:
     return yaml.safe_load(text)
 
 
+def deep_merge(base: dict, extra: dict) -> dict:
+    """``base`` updated by ``extra``, nested dicts merged key by key (new dicts; inputs unchanged)."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900, check: bool = True):
     """Run the real workflow in ``workdir`` with ``config``; returns the CompletedProcess."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +167,9 @@ def pipeline(tmp_path_factory, media_server):
 
     Many tests read its outputs; none may modify them.
     """
+    from pipeline_overrides import test_overrides
+
     workdir = tmp_path_factory.mktemp("pipeline")
-    config = loopback_config(media_server)
+    config = deep_merge(loopback_config(media_server), test_overrides(media))
     result = run_snakemake(workdir, config)
     return {"workdir": workdir, "config": config, "result": result, "server": media_server}

@@ -17,7 +17,8 @@ import yaml
 
 from facevae import FacevaeError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
 
 
 class ConfigError(FacevaeError):
@@ -29,8 +30,25 @@ class ConfigError(FacevaeError):
 
 
 def load_schema(path: Path | str = SCHEMA_PATH) -> dict:
+    """The config schema: ``config.schema.yaml`` plus one ``<stage>.schema.yaml`` per stage beside it.
+
+    Each stage file holds the top-level ``properties`` (and ``$defs``) of its own config section,
+    so a stage's keys are documented next to each other, like its rules in ``rules/<stage>.smk``.
+    """
+    path = Path(path)
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    for stage_file in sorted(path.parent.glob("*.schema.yaml")):
+        if stage_file.resolve() == path.resolve():
+            continue
+        with open(stage_file) as handle:
+            stage = yaml.safe_load(handle) or {}
+        for section in ("properties", "$defs"):
+            clash = set(stage.get(section, {})) & set(schema.get(section, {}))
+            if clash:
+                raise FacevaeError(f"{stage_file} redefines {section} {sorted(clash)} of {path}")
+            schema.setdefault(section, {}).update(stage.get(section, {}))
+    return schema
 
 
 def key_path(parts) -> str:
@@ -132,9 +150,10 @@ def _check_people(config: dict) -> None:
     for section in ("actors", "drivers"):
         for person, entry in (config.get(section) or {}).items():
             videos = (entry or {}).get("videos") or {}
-            if not videos:
+            if not videos and not (entry or {}).get("dataset"):
                 role = section[:-1]
-                raise ConfigError(f"{section}.{person}.videos", f"{role} '{person}' has no videos")
+                hint = " (give videos, or a blog-format HDF5 as dataset)" if role == "actor" else ""
+                raise ConfigError(f"{section}.{person}.videos", f"{role} '{person}' has no videos{hint}")
             for name, video in videos.items():
                 if video.get("path") and not Path(video["path"]).is_file():
                     raise ConfigError(f"{section}.{person}.videos.{name}.path", f"local file not found: {video['path']}")

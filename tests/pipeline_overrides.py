@@ -1,0 +1,33 @@
+"""What the test session's ONE pipeline run changes in the default config.yaml, stage by stage.
+
+The run is the demo config with its URLs on the loopback server, made small enough for CI on two
+CPU cores. Each stage owns one function below and returns only its own config section(s).
+"""
+
+from __future__ import annotations
+
+
+def faces(media) -> dict:
+    return {}
+
+
+def celeba(media) -> dict:
+    return {}
+
+
+def train(media) -> dict:
+    return {}
+
+
+def render(media) -> dict:
+    return {}
+
+
+def test_overrides(media) -> dict:
+    merged: dict = {}
+    for stage in (faces, celeba, train, render):
+        for key, value in stage(media).items():
+            if key in merged:
+                raise ValueError(f"two stages override config section {key!r}")
+            merged[key] = value
+    return merged
