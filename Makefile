@@ -1,0 +1,35 @@
+# facevae: the two commands a new user needs are `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+# Re-install when the dependency list changes.
+STAMP  := $(VENV)/.facevae-installed
+
+.PHONY: install demo test lint bench clean-results
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	# torch first and pinned, so no other package's range pulls a different (CUDA) build.
+	$(VPY) -m pip install --quiet torch==2.13.0
+	$(VPY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/snakemake --cores all
+
+test: install
+	$(VPY) -m pytest
+
+lint: install
+	$(VENV)/bin/snakemake --lint
+	$(VENV)/bin/snakefmt --check rules Snakefile
+
+bench: install
+	@for script in bench/bench_*.py; do echo "== $$script"; $(VPY) $$script || exit 1; done
+	@echo "tables written to bench/results/"
+
+clean-results:
+	rm -rf results/* .snakemake
