@@ -1,0 +1,171 @@
+"""Readers and writers of the faces stage's HDF5 files (interfaces 2 and 3 of the project).
+
+Tracks, ``results/tracks/{person}/{video}.h5`` -- one row per decoded frame, in order:
+  crops uint8 (N,S,S,3) RGB (zeros if no face), landmarks float32 (N,68,2) crop px (NaN if no face),
+  transforms float64 (N,2,3) crop<-frame (NaN if none), time float64 (N,) s, frame int64 (N,),
+  kept bool (N,), reason str (N,) ("" when kept); attrs person, video, role, fps, width, height,
+  frame_count, aligner and the AlignConfig fields. Extra datasets (added, never renamed): ``flags``
+  str (N,) every filter that fired (for drivers some fire without dropping the frame), ``box``
+  float32 (N,4) detector box in frame px, ``score``, ``n_faces``, ``face_px``, ``blur``, ``yaw``,
+  ``pitch``, ``identity_distance``, ``track_id``.
+
+Training faces, ``results/faces/{actor}.h5`` (the blog's format plus provenance):
+  data uint8 (N,64,64,3) RGB, landmarks float32 (N,68,2), source str (N,), frame int64 (N,),
+  time float64 (N,); attrs aligner, template and threshold settings. A blog-format file given as
+  ``actors.<a>.dataset`` may hold only ``data``: ``read_faces`` returns what the file has.
+
+Writers write a temporary file beside the target and ``os.replace`` it: never a partial output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from facevae import FacevaeError
+
+STR = h5py.string_dtype("utf-8")
+
+TRACK_REQUIRED = ("crops", "landmarks", "transforms", "time", "frame", "kept", "reason")
+FACES_REQUIRED = ("data",)
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _attr_value(value):
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list, tuple)) and not (isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value)):
+        return json.dumps(value)
+    return value
+
+
+def _read_attrs(obj) -> dict:
+    out = {}
+    for key, value in obj.attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+def _write(path: Path | str, datasets: dict, attrs: dict, compress: tuple[str, ...] = ()) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            for key, value in datasets.items():
+                if value is None:
+                    continue
+                if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.dtype.kind in "UOS"):
+                    h5.create_dataset(key, data=np.array([str(v) for v in value], dtype=object), dtype=STR)
+                    continue
+                value = np.asarray(value)
+                opts = {}
+                if key in compress and value.size:
+                    opts = {"compression": "gzip", "compression_opts": 4, "chunks": (min(len(value), 256), *value.shape[1:])}
+                h5.create_dataset(key, data=value, **opts)
+            for key, value in attrs.items():
+                h5.attrs[key] = _attr_value(value)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _read(path: Path | str, what: str, required: tuple[str, ...]) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FacevaeError(f"{what} file not found: {path}")
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [key for key in required if key not in h5]
+            if missing:
+                raise FacevaeError(f"{path} is not a {what} file: dataset(s) {', '.join(missing)} missing")
+            out = {}
+            for key, node in h5.items():
+                if not isinstance(node, h5py.Dataset):
+                    continue
+                if h5py.check_string_dtype(node.dtype) is not None:
+                    out[key] = np.array(node.asstr()[()], dtype=object)
+                else:
+                    out[key] = node[()]
+            out["attrs"] = _read_attrs(h5)
+    except OSError as err:
+        raise FacevaeError(f"{path} is not a readable HDF5 {what} file: {err}") from None
+    return out
+
+
+def write_track(path: Path | str, rows: dict, attrs: dict) -> Path:
+    """Write one video's track file (see the module docstring); ``rows`` maps dataset -> array."""
+    missing = [key for key in TRACK_REQUIRED if key not in rows]
+    if missing:
+        raise ValueError(f"write_track: missing {missing}")
+    n = len(rows["frame"])
+    for key, value in rows.items():
+        if len(value) != n:
+            raise ValueError(f"write_track: {key} has {len(value)} rows, frame has {n}")
+    return _write(path, rows, attrs, compress=("crops",))
+
+
+def read_track(path: Path | str) -> dict:
+    """A track file as a dict of numpy arrays (strings as object arrays of str) plus ``attrs``."""
+    return _read(path, "tracks", TRACK_REQUIRED)
+
+
+def write_faces(path: Path | str, data: np.ndarray, attrs: dict, **extra) -> Path:
+    """Write a training set: ``data`` uint8 (N,S,S,3) plus extra datasets (landmarks, source, ...)."""
+    data = np.asarray(data)
+    check_faces_array(data, str(path))
+    return _write(path, {"data": data, **extra}, attrs, compress=("data",))
+
+
+def read_faces(path: Path | str) -> dict:
+    """A training set (ours or any blog-format file) as a dict of numpy arrays plus ``attrs``.
+
+    ``data`` is always there (uint8 (N,S,S,3) RGB); ``landmarks``, ``source``, ``frame`` and
+    ``time`` are there for sets this workflow extracted."""
+    out = _read(path, "faces", FACES_REQUIRED)
+    check_faces_array(out["data"], str(path))
+    return out
+
+
+def check_faces_array(data: np.ndarray, where: str) -> None:
+    """FacevaeError unless ``data`` is a non-empty uint8 (N, S, S, 3) array of square RGB images."""
+    if data.dtype != np.uint8:
+        raise FacevaeError(f"{where}: dataset 'data' must be uint8, got {data.dtype}")
+    if data.ndim != 4 or data.shape[3] != 3 or data.shape[1] != data.shape[2]:
+        raise FacevaeError(f"{where}: dataset 'data' must be N x S x S x 3 (square RGB faces), got shape {data.shape}")
+    if data.shape[0] == 0:
+        raise FacevaeError(f"{where}: dataset 'data' is empty (no faces)")
+
+
+def check_blog_dataset(path: Path | str, what: str = "dataset") -> dict:
+    """Check a blog-format HDF5 without loading it all: ``data`` uint8 (N,S,S,3), N > 0.
+
+    Returns a summary (count, size). ``what`` names the config key in errors."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as h5:
+            if "data" not in h5 or not isinstance(h5["data"], h5py.Dataset):
+                raise FacevaeError(f"{what}: {path} has no dataset 'data' (datasets: {', '.join(h5.keys()) or 'none'})")
+            node = h5["data"]
+            shape, dtype = node.shape, node.dtype
+            if dtype != np.uint8:
+                raise FacevaeError(f"{what}: {path} dataset 'data' must be uint8, got {dtype}")
+            if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
+                raise FacevaeError(f"{what}: {path} dataset 'data' must be N x S x S x 3 (square RGB faces), got shape {shape}")
+            if shape[0] == 0:
+                raise FacevaeError(f"{what}: {path} dataset 'data' is empty (no faces)")
+            return {"count": int(shape[0]), "size": int(shape[1])}
+    except OSError as err:
+        raise FacevaeError(f"{what}: {path} is not a readable HDF5 file: {err}") from None
