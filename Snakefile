@@ -7,6 +7,8 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/ingest.smk"
+include: "rules/celeba.smk"
+include: "rules/attributes.smk"
 
 
 rule all:

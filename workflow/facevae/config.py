@@ -141,6 +141,8 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     _fill_defaults(config, schema, schema)
     _check_people(config)
     _check_reenact(config)
+    _check_celeba(config)
+    _check_render(config)
     return config
 
 
@@ -182,6 +184,29 @@ def _check_reenact(config: dict) -> None:
                 f"reenact.{index}.driver",
                 f"unknown driver '{pair['driver']}' (drivers and actors: {', '.join(sorted(drivers | actors))})",
             )
+
+
+def _check_celeba(config: dict) -> None:
+    """The CelebA files must exist (a wrong path fails before any job runs)."""
+    celeba = config.get("celeba")
+    if not celeba:
+        return
+    if not Path(celeba["images"]).is_dir():
+        raise ConfigError("celeba.images", f"folder not found: {celeba['images']} (the img_align_celeba images)")
+    for key in ("attributes", "identities"):
+        if celeba.get(key) and not Path(celeba[key]).is_file():
+            raise ConfigError(f"celeba.{key}", f"file not found: {celeba[key]}")
+
+
+def _check_render(config: dict) -> None:
+    """Reenactment drivers need videos (their tracks); attribute edits need the celeba section."""
+    for index, pair in enumerate(config.get("reenact") or []):
+        entry = (config.get("actors") or {}).get(pair["driver"]) or (config.get("drivers") or {}).get(pair["driver"]) or {}
+        if not entry.get("videos"):
+            raise ConfigError(f"reenact.{index}.driver", f"'{pair['driver']}' has no videos to drive with (only a dataset)")
+    edit = (config.get("render") or {}).get("edit") or {}
+    if edit and not config.get("celeba"):
+        raise ConfigError(f"render.edit.{next(iter(edit))}", "attribute edits need the celeba section (the attribute vectors come from CelebA)")
 
 
 def people(config: dict) -> dict[str, dict]:

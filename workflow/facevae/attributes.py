@@ -1,0 +1,729 @@
+"""CelebA attributes in an actor's latent space: vectors, edits, directions and linear probes.
+
+Every aligned CelebA face (``results/celeba/aligned.h5``) is encoded by one actor's VAE; its
+posterior mean ``mu`` is that face's ``latent_vars`` row. Then, per actor:
+
+* ``attribute_vectors`` (40 x latent): for each CelebA attribute, the mean ``mu`` of the faces with
+  the attribute minus the mean ``mu`` of the faces without it (facenet's "smile vector", for all 40);
+* orthogonalised (conditional) directions: one attribute's vector with the components along the
+  other chosen attributes' vectors projected out (so "Smiling" no longer also means "Female" or
+  "Mouth_Slightly_Open" where those go together in CelebA);
+* principal directions of the actor's OWN latent codes (what the actor's face does most);
+* a linear probe per attribute: logistic regression on ``mu``, trained and tested on faces of
+  different people (CelebA identities), next to the majority-class rate -- how much of each
+  attribute the actor's latent space holds;
+* edit grids: faces (the actor's own and a driver's) decoded with growing amounts of a direction
+  added, and the mouth width of those decoded faces measured by their 68 landmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from facevae import FacevaeError
+
+log = logging.getLogger(__name__)
+
+MOUTH_CORNERS = (48, 54)
+
+
+# --- vectors and directions ----------------------------------------------------------------------
+
+
+def attribute_vectors(latent: np.ndarray, attributes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vectors (K, D) float32, positives (K,), negatives (K,)) from ``latent`` (N, D) and
+    ``attributes`` (N, K) of +1/-1: mean latent with the attribute minus mean latent without.
+
+    An attribute that no face (or every face) has gets a zero vector (its counts say why)."""
+    latent = np.asarray(latent, dtype=np.float64)
+    attributes = np.asarray(attributes)
+    if latent.ndim != 2 or attributes.ndim != 2 or len(latent) != len(attributes):
+        raise FacevaeError(f"latent {latent.shape} and attributes {attributes.shape} do not match")
+    pos = attributes == 1
+    n_pos = pos.sum(axis=0)
+    n_neg = (~pos).sum(axis=0)
+    vectors = np.zeros((attributes.shape[1], latent.shape[1]))
+    for k in range(attributes.shape[1]):
+        if n_pos[k] and n_neg[k]:
+            vectors[k] = latent[pos[:, k]].mean(axis=0) - latent[~pos[:, k]].mean(axis=0)
+    return vectors.astype(np.float32), n_pos.astype(np.int64), n_neg.astype(np.int64)
+
+
+def orthogonalise(vectors: np.ndarray, fields: list[str], chosen: list[str]) -> np.ndarray:
+    """For each attribute in ``chosen``: its vector minus its projection onto the span of the other
+    chosen attributes' vectors (least squares, so the result is orthogonal to each of them).
+    Returns (len(chosen), D) float32."""
+    index = {name: i for i, name in enumerate(fields)}
+    missing = [name for name in chosen if name not in index]
+    if missing:
+        raise FacevaeError(f"attributes.orthogonalise: unknown attribute(s) {missing} (fields: {', '.join(fields)})")
+    vecs = np.asarray(vectors, dtype=np.float64)
+    out = np.zeros((len(chosen), vecs.shape[1]))
+    for i, name in enumerate(chosen):
+        v = vecs[index[name]]
+        others = np.stack([vecs[index[o]] for o in chosen if o != name], axis=1) if len(chosen) > 1 else None
+        if others is None or not np.any(others):
+            out[i] = v
+            continue
+        coef, *_ = np.linalg.lstsq(others, v, rcond=None)
+        out[i] = v - others @ coef
+    return out.astype(np.float32)
+
+
+def principal_components(latent: np.ndarray, n: int) -> dict:
+    """PCA of ``latent`` (N, D): ``mean`` (D,), ``components`` (n, D) unit rows, ``std`` (n,) the
+    standard deviation along each, ``explained`` (n,) share of the total variance. A component's
+    sign is fixed so its largest-magnitude coordinate is positive (reproducible across runs)."""
+    x = np.asarray(latent, dtype=np.float64)
+    if len(x) < 2:
+        raise FacevaeError(f"PCA needs at least 2 latent codes, got {len(x)}")
+    mean = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    n = int(min(n, len(s)))
+    comps = vt[:n]
+    signs = np.sign(comps[np.arange(n), np.abs(comps).argmax(axis=1)])
+    comps = comps * signs[:, None]
+    var = s**2 / (len(x) - 1)
+    return {
+        "mean": mean.astype(np.float32),
+        "components": comps.astype(np.float32),
+        "std": np.sqrt(var[:n]).astype(np.float32),
+        "explained": (var[:n] / var.sum()).astype(np.float32),
+    }
+
+
+# --- the linear probe ----------------------------------------------------------------------------
+
+
+def identity_split(identity: np.ndarray, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, str]:
+    """A boolean test mask over the faces so that no identity is on both sides.
+
+    Faces of unknown identity (-1) count as their own person each. Identities are shuffled (seeded)
+    and taken into the test set until it holds ``test_fraction`` of the faces. Returns (mask, how):
+    how is ``identity`` or, when no face has a known identity, ``image`` (a plain random split)."""
+    identity = np.asarray(identity, dtype=np.int64)
+    n = len(identity)
+    if not 0 < test_fraction < 1:
+        raise FacevaeError(f"attributes.probe.test_fraction must be between 0 and 1, got {test_fraction}")
+    how = "identity" if np.any(identity >= 0) else "image"
+    # Unknown identities get unique negative keys, one per face.
+    keys = np.where(identity >= 0, identity, -1 - np.arange(n))
+    groups, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(groups))
+    taken = np.cumsum(counts[order])
+    n_test_groups = int(np.searchsorted(taken, test_fraction * n) + 1)
+    test_groups = np.zeros(len(groups), bool)
+    test_groups[order[:n_test_groups]] = True
+    return test_groups[inverse], how
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: np.ndarray, max_iter: int = 200):
+    """Independent L2-regularised logistic regressions, one per column of ``y`` (N, K) in {0,1},
+    on standardised ``x`` (N, D), fitted jointly (full batch L-BFGS, float64: deterministic).
+    ``l2`` (K,) is each column's penalty. Returns (W (D, K), b (K,))."""
+    import torch
+
+    X = torch.as_tensor(x, dtype=torch.float64)
+    Y = torch.as_tensor(y, dtype=torch.float64)
+    lam = torch.as_tensor(np.broadcast_to(l2, (Y.shape[1],)).copy(), dtype=torch.float64)
+    W = torch.zeros(X.shape[1], Y.shape[1], dtype=torch.float64, requires_grad=True)
+    prior = Y.mean(0).clamp(1e-4, 1 - 1e-4)
+    b = torch.log(prior / (1 - prior)).clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        logits = X @ W + b
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, Y, reduction="none").mean(0)
+        loss = (loss + 0.5 * lam * (W * W).sum(0)).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return W.detach().numpy(), b.detach().numpy()
+
+
+def _standardise(train: np.ndarray, *others: np.ndarray):
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std = np.where(std > 1e-8, std, 1.0)
+    return [(a - mean) / std for a in (train, *others)]
+
+
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def probe(
+    latent: np.ndarray,
+    attributes: np.ndarray,
+    fields: list[str],
+    identity: np.ndarray,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    l2_grid=L2_GRID,
+) -> list[dict]:
+    """Held-out accuracy of a linear classifier on ``latent`` for each attribute, next to the
+    majority-class rate of the same test faces. Train and test are split by identity
+    (:func:`identity_split`); each attribute's L2 penalty is picked from ``l2_grid`` on a second
+    identity split inside the training faces. One dict per attribute (a probe.tsv row)."""
+    latent = np.asarray(latent, dtype=np.float64)
+    y = (np.asarray(attributes) == 1).astype(np.float64)
+    identity = np.asarray(identity, dtype=np.int64)
+    test, how = identity_split(identity, test_fraction, seed)
+    train = ~test
+    if test.sum() < 2 or train.sum() < 4:
+        raise FacevaeError(f"too few aligned CelebA faces for a probe ({len(latent)}): raise celeba.limit")
+    # Pick each attribute's penalty on a validation split of the training faces (by identity too).
+    inner_val, _ = identity_split(identity[train], test_fraction, seed + 1)
+    xt, yt = latent[train], y[train]
+    a, b_ = _standardise(xt[~inner_val], xt[inner_val])
+    val_acc = []
+    for lam in l2_grid:
+        W, b = _fit_logistic(a, yt[~inner_val], np.full(y.shape[1], lam))
+        val_acc.append((((b_ @ W + b) > 0) == (yt[inner_val] > 0.5)).mean(axis=0))
+    best = np.asarray(l2_grid)[np.argmax(np.stack(val_acc), axis=0)]  # the first (smallest) best on ties
+    x_train, x_test = _standardise(latent[train], latent[test])
+    W, b = _fit_logistic(x_train, y[train], best)
+    pred = (x_test @ W + b) > 0
+    truth = y[test] > 0.5
+    rows = []
+    for k, name in enumerate(fields):
+        positive_rate = float(truth[:, k].mean())
+        acc = float((pred[:, k] == truth[:, k]).mean())
+        majority = max(positive_rate, 1 - positive_rate)
+        tpr = float(pred[truth[:, k], k].mean()) if truth[:, k].any() else float("nan")
+        tnr = float((~pred[~truth[:, k], k]).mean()) if (~truth[:, k]).any() else float("nan")
+        rows.append(
+            {
+                "attribute": name,
+                "accuracy": acc,
+                "majority": majority,
+                "gain": acc - majority,
+                "balanced_accuracy": float(np.nanmean([tpr, tnr])),
+                "test_positive_rate": positive_rate,
+                "l2": float(best[k]),
+                "n_train": int(train.sum()),
+                "n_test": int(test.sum()),
+                "identities_train": int(len(np.unique(identity[train]))),
+                "identities_test": int(len(np.unique(identity[test]))),
+                "split": how,
+                "seed": int(seed),
+            }
+        )
+    return rows
+
+
+# --- decoding, measuring, drawing ----------------------------------------------------------------
+
+
+def mouth_width_ratio(landmarks) -> np.ndarray:
+    """Distance between the mouth corners (points 48 and 54) / inter-ocular distance; (N, 68, 2) -> (N,)."""
+    from facevae.expression import interocular_distance
+
+    lm = np.asarray(landmarks, dtype=np.float64)
+    width = np.linalg.norm(lm[..., MOUTH_CORNERS[1], :] - lm[..., MOUTH_CORNERS[0], :], axis=-1)
+    iod = interocular_distance(lm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(iod > 0, width / iod, np.nan)
+
+
+def edit_faces(model, latent: np.ndarray, direction: np.ndarray, amounts) -> np.ndarray:
+    """Decode ``latent + a * direction`` for every amount: uint8 (len(amounts), N, 64, 64, 3)."""
+    from facevae.modelio import decode
+
+    latent = np.asarray(latent, dtype=np.float32)
+    direction = np.asarray(direction, dtype=np.float32)
+    z = np.concatenate([latent + np.float32(a) * direction for a in amounts])
+    faces = decode(model, z)
+    return faces.reshape(len(amounts), len(latent), *faces.shape[1:])
+
+
+def mouth_curve(model, latent: np.ndarray, direction: np.ndarray, amounts, cfg) -> dict:
+    """Mean mouth width and opening (landmarks re-measured on the decoded faces) per amount.
+
+    Returns {"width": (A,), "open": (A,), "width_all": (A, N), "measured": (A,) faces measured}."""
+    from facevae.expression import mouth_open_ratio
+    from facevae.faces.measure import crop_landmarks
+
+    faces = edit_faces(model, latent, direction, amounts)
+    a, n = faces.shape[:2]
+    lm = crop_landmarks(faces.reshape(a * n, *faces.shape[2:]), cfg).reshape(a, n, 68, 2)
+    width = mouth_width_ratio(lm)
+    opening = mouth_open_ratio(lm)
+    return {
+        "width": np.nanmean(width, axis=1),
+        "open": np.nanmean(opening, axis=1),
+        "width_all": width,
+        "measured": np.isfinite(width).sum(axis=1),
+    }
+
+
+def random_direction(norm: float, dim: int, seed: int) -> np.ndarray:
+    """A direction drawn uniformly on the sphere of radius ``norm`` (seeded)."""
+    r = np.random.default_rng(seed).standard_normal(dim)
+    return (r / np.linalg.norm(r) * norm).astype(np.float32)
+
+
+def _label(tile_width: int, height: int, text: str, scale: float = 0.4) -> np.ndarray:
+    import cv2
+
+    strip = np.full((height, tile_width, 3), 255, np.uint8)
+    size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0]
+    x = max(1, (tile_width - size[0]) // 2)
+    cv2.putText(strip, text, (x, height - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
+def grid_image(blocks: list[tuple[str, np.ndarray]], column_labels: list[str], title: str, scale: int = 2) -> np.ndarray:
+    """Tile blocks of faces into one labelled RGB image.
+
+    ``blocks``: (name, faces uint8 (rows, columns, S, S, 3)); each block's name is drawn on a strip
+    above its rows. ``column_labels`` name the columns; ``title`` goes on top."""
+    import cv2
+
+    columns = blocks[0][1].shape[1]
+    s = blocks[0][1].shape[2] * scale
+    width = columns * s
+    parts = [_label(width, 22, title, 0.45), _row_labels(column_labels, s)]
+    for name, faces in blocks:
+        if len(faces) == 0:
+            continue
+        parts.append(_label(width, 18, name, 0.4))
+        for row in faces:
+            tiles = [cv2.resize(face, (s, s), interpolation=cv2.INTER_NEAREST) for face in row]
+            parts.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(parts, axis=0)
+
+
+def _row_labels(labels: list[str], s: int) -> np.ndarray:
+    return np.concatenate([_label(s, 18, text, 0.4) for text in labels], axis=1)
+
+
+def edit_grid(model, rows: list[tuple[str, np.ndarray]], direction: np.ndarray, amounts, title: str,
+              originals: bool = True) -> np.ndarray:
+    """A grid for one direction: for each block of (name, faces uint8 (N, 64, 64, 3)), rows of
+    faces, the input face first (when ``originals``) then the decoded face with each amount added."""
+    from facevae.modelio import encode
+
+    blocks = []
+    for name, faces in rows:
+        if len(faces) == 0:
+            continue
+        mu = encode(model, faces)
+        edited = edit_faces(model, mu, direction, amounts).transpose(1, 0, 2, 3, 4)  # (N, A, ...)
+        if originals:
+            edited = np.concatenate([_resize_faces(faces, edited.shape[2])[:, None], edited], axis=1)
+        blocks.append((name, edited))
+    if not blocks:
+        raise FacevaeError(f"no faces to draw for {title}")
+    labels = (["input"] if originals else []) + [_amount_label(a) for a in amounts]
+    return grid_image(blocks, labels, title)
+
+
+def _amount_label(a: float) -> str:
+    return "0" if a == 0 else f"{a:+g}"
+
+
+def _resize_faces(faces: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    if faces.shape[1] == size:
+        return faces
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces])
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def read_face_array(path: str | os.PathLike, key: str = "data") -> np.ndarray:
+    """The uint8 faces of a blog-format HDF5 (``data``), or of a track file (``crops`` where ``kept``)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FacevaeError(f"faces file {path} not found")
+    with h5py.File(path, "r") as f:
+        if "crops" in f and "kept" in f:
+            kept = f["kept"][()].astype(bool)
+            idx = np.flatnonzero(kept)
+            return f["crops"][idx] if len(idx) else np.zeros((0, *f["crops"].shape[1:]), np.uint8)
+        if key not in f:
+            raise FacevaeError(f"{path} has no dataset '{key}' (faces) or 'crops' (track)")
+        return f[key][()]
+
+
+def spread(n_total: int, n: int) -> np.ndarray:
+    """``n`` indices spread evenly over ``range(n_total)`` (all when fewer)."""
+    if n_total <= n:
+        return np.arange(n_total)
+    return np.linspace(0, n_total - 1, n).round().astype(np.int64)
+
+
+def to_model_size(faces: np.ndarray, size: int = 64) -> np.ndarray:
+    return _resize_faces(np.asarray(faces, dtype=np.uint8), size)
+
+
+def write_attributes_h5(path: str | os.PathLike, data: dict, attrs: dict) -> Path:
+    """Write ``results/attributes/{actor}.h5`` atomically. String arrays become UTF-8 datasets."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, value in data.items():
+                arr = np.asarray(value)
+                if arr.dtype.kind in ("U", "O"):
+                    f.create_dataset(key, data=np.array([str(v) for v in arr], dtype=object), dtype=h5py.string_dtype())
+                else:
+                    f.create_dataset(key, data=arr)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_attributes_h5(path: str | os.PathLike) -> dict:
+    """``results/attributes/{actor}.h5`` as a dict of numpy arrays (strings decoded) plus ``attrs``."""
+    from facevae.celeba import read_aligned
+
+    return read_aligned(path)
+
+
+def vector_of(data: dict, name: str, kind: str = "mean") -> np.ndarray:
+    """One direction from a read attributes file: ``mean`` (attribute_vectors) or ``orthogonal``."""
+    if kind == "mean":
+        fields = list(data["fields"])
+        if name not in fields:
+            raise FacevaeError(f"unknown CelebA attribute {name!r} (fields: {', '.join(fields)})")
+        return data["attribute_vectors"][fields.index(name)]
+    fields = list(data["orthogonal_fields"])
+    if name not in fields:
+        raise FacevaeError(f"{name!r} is not among the orthogonalised attributes ({', '.join(fields)})")
+    return data["orthogonal_vectors"][fields.index(name)]
+
+
+def write_tsv(path: str | os.PathLike, rows: list[dict], header_lines: list[str] | None = None) -> Path:
+    """Rows of dicts as a tab-separated table (atomic), optional ``# ...`` comment lines first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0]) if rows else []
+    lines = [f"# {h}" for h in header_lines or []]
+    lines.append("\t".join(columns))
+    for row in rows:
+        lines.append("\t".join(_fmt(row[c]) for c in columns))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def read_tsv(path: str | os.PathLike) -> list[dict]:
+    """A table written by :func:`write_tsv` (comment lines skipped); numbers parsed."""
+    lines = [ln for ln in Path(path).read_text().splitlines() if ln and not ln.startswith("#")]
+    header = lines[0].split("\t")
+    rows = []
+    for line in lines[1:]:
+        row = {}
+        for key, value in zip(header, line.split("\t")):
+            try:
+                row[key] = int(value)
+            except ValueError:
+                try:
+                    row[key] = float(value)
+                except ValueError:
+                    row[key] = value
+        rows.append(row)
+    return rows
+
+
+# --- the two rules -------------------------------------------------------------------------------
+
+DEFAULTS = {
+    "edit": ["Smiling", "Eyeglasses", "Mouth_Slightly_Open", "Male"],
+    "amounts": [0.0, 0.5, 1.0, 1.5, 2.0],
+    "rows": 4,
+    "orthogonalise": ["Smiling", "Mouth_Slightly_Open", "Male", "Eyeglasses"],
+    "pca_components": 8,
+    "pca_steps": [-3.0, -1.5, 0.0, 1.5, 3.0],
+    "probe_test_fraction": 0.2,
+    "mouth_faces": 100,
+    "random_vectors": 3,
+    "seed": 0,
+}
+
+
+def settings_of(config_section: dict | None) -> dict:
+    """The ``attributes:`` config section with every default filled in."""
+    out = dict(DEFAULTS)
+    out.update({k: v for k, v in (config_section or {}).items() if v is not None})
+    return out
+
+
+def build_attributes(model_path, aligned_path, faces_path, out_h5, out_probe, out_probe_png, settings: dict,
+                     actor: str) -> dict:
+    """Rule ``attributes_vectors``: encode aligned CelebA with the actor's model; write the vectors,
+    the orthogonalised and principal directions (``out_h5``) and the identity-split probe table."""
+    import time
+
+    from facevae.celeba import read_aligned
+    from facevae.modelio import encode, load_model
+
+    started = time.time()
+    settings = settings_of(settings)
+    model = load_model(model_path)
+    celeba = read_aligned(aligned_path)
+    if len(celeba["data"]) == 0:
+        raise FacevaeError(f"{aligned_path} holds no aligned faces")
+    fields = [str(f) for f in celeba["fields"]]
+    log.info("actor %s: encoding %d aligned CelebA faces", actor, len(celeba["data"]))
+    latent = encode(model, to_model_size(celeba["data"]))
+    vectors, n_pos, n_neg = attribute_vectors(latent, celeba["attributes"])
+    empty = [fields[k] for k in range(len(fields)) if not (n_pos[k] and n_neg[k])]
+    if empty:
+        log.warning("attributes with faces on one side only (zero vector): %s", ", ".join(empty))
+    chosen = list(settings["orthogonalise"])
+    ortho = orthogonalise(vectors, fields, chosen) if chosen else np.zeros((0, latent.shape[1]), np.float32)
+    own = encode(model, to_model_size(read_face_array(faces_path)))
+    n_pca = int(settings["pca_components"])
+    if n_pca > min(len(own) - 1, latent.shape[1]):
+        raise FacevaeError(
+            f"attributes.pca_components is {n_pca} but actor {actor} has {len(own)} faces and a "
+            f"{latent.shape[1]}-d latent space: at most {min(len(own) - 1, latent.shape[1])} components"
+        )
+    pca = principal_components(own, n_pca) if n_pca else {
+        "mean": own.mean(axis=0).astype(np.float32), "components": np.zeros((0, latent.shape[1]), np.float32),
+        "std": np.zeros(0, np.float32), "explained": np.zeros(0, np.float32)}
+    rows = probe(latent, celeba["attributes"], fields, celeba["identity"], settings["probe_test_fraction"],
+                 settings["seed"])
+    data = {
+        "latent_vars": latent.astype(np.float32),
+        "attributes": celeba["attributes"].astype(np.int8),
+        "fields": np.array(fields, dtype=object),
+        "attribute_vectors": vectors,
+        "filenames": celeba["filenames"],
+        "identity": celeba["identity"].astype(np.int64),
+        "positives": n_pos,
+        "negatives": n_neg,
+        "orthogonal_vectors": ortho,
+        "orthogonal_fields": np.array(chosen, dtype=object),
+        "pca_mean": pca["mean"],
+        "pca_components": pca["components"],
+        "pca_std": pca["std"],
+        "pca_explained": pca["explained"],
+    }
+    attrs = {
+        "actor": actor,
+        "model": str(model_path),
+        "latent_dim": int(model.config.latent_dim),
+        "arch": str(model.config.arch),
+        "aligned": str(aligned_path),
+        "faces": str(faces_path),
+        "actor_faces": int(len(own)),
+        "seed": int(settings["seed"]),
+        "vector": "mean latent with the attribute minus mean latent without",
+    }
+    write_attributes_h5(out_h5, data, attrs)
+    split = rows[0]
+    write_tsv(out_probe, rows, [
+        f"actor {actor}: logistic regression on mu ({latent.shape[1]}-d) of aligned CelebA faces; "
+        f"test = {split['n_test']} faces of {split['identities_test']} identities, train = {split['n_train']} "
+        f"faces of {split['identities_train']} other identities (split by {split['split']}, seed {settings['seed']})",
+    ])
+    plot_probe(out_probe_png, rows, actor)
+    summary = {r["attribute"]: round(r["gain"], 3) for r in rows}
+    log.info("probe gains over the majority rate: %s; %.1f s", summary, time.time() - started)
+    return {"faces": len(latent), "probe": rows}
+
+
+def plot_probe(path, rows: list[dict], actor: str) -> Path:
+    """Bar chart: probe accuracy next to the majority-class rate for every attribute."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["attribute"] for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(14, 4.5))
+    ax.bar(x - 0.2, [r["majority"] for r in rows], 0.4, label="majority class", color="#bbbbbb")
+    ax.bar(x + 0.2, [r["accuracy"] for r in rows], 0.4, label="linear probe on mu", color="#3070b0")
+    ax.set_xticks(x, names, rotation=75, fontsize=8)
+    ax.set_ylim(0.4, 1.0)
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title(f"{actor}: CelebA attributes in the latent space (test identities unseen in training)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _save_fig(fig, path)
+
+
+def _save_fig(fig, path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def build_edits(model_path, attributes_h5, faces_path, drivers: dict[str, list[str]], outdir, settings: dict,
+                align_cfg, actor: str) -> dict:
+    """Rule ``attributes_edits``: the edit grids (``add_{A}.png``), orthogonalised-direction grids
+    (``orth_{A}.png``), principal-direction traversals (``pca_{k}.png``) and the mouth-width curves
+    (``mouth.tsv``, ``mouth.png``) of one actor. ``drivers`` maps a driver name to its face files
+    (tracks or blog-format HDF5)."""
+    from facevae.celeba import write_png
+    from facevae.modelio import load_model
+
+    settings = settings_of(settings)
+    outdir = Path(outdir)
+    model = load_model(model_path)
+    data = read_attributes_h5(attributes_h5)
+    own = to_model_size(read_face_array(faces_path))
+    n_rows = int(settings["rows"])
+    rows = [(f"actor {actor}", own[spread(len(own), n_rows)])]
+    for driver, files in drivers.items():
+        faces = [read_face_array(f) for f in files]
+        faces = np.concatenate([f for f in faces if len(f)]) if any(len(f) for f in faces) else np.zeros((0, 64, 64, 3), np.uint8)
+        if len(faces) == 0:
+            log.warning("driver %s has no kept faces: no driver rows", driver)
+            continue
+        rows.append((f"driver {driver}", to_model_size(faces[spread(len(faces), n_rows)])))
+    amounts = [float(a) for a in settings["amounts"]]
+    written = []
+    for name in settings["edit"]:
+        v = vector_of(data, name)
+        title = f"{actor}: + {name} (mean difference, |v| = {np.linalg.norm(v):.2f})"
+        written.append(write_png(outdir / f"add_{name}.png", edit_grid(model, rows, v, amounts, title)))
+    for name in [str(f) for f in data["orthogonal_fields"]]:
+        v = vector_of(data, name, "orthogonal")
+        others = [str(f) for f in data["orthogonal_fields"] if str(f) != name]
+        title = f"{actor}: + {name} without {', '.join(others)} (|v| = {np.linalg.norm(v):.2f})"
+        written.append(write_png(outdir / f"orth_{name}.png", edit_grid(model, rows, v, amounts, title)))
+    steps = [float(t) for t in settings["pca_steps"]]
+    for k in range(len(data["pca_components"])):
+        std = float(data["pca_std"][k])
+        title = f"{actor}: principal direction {k + 1} ({100 * data['pca_explained'][k]:.1f}% of variance), columns in SD"
+        image = edit_grid(model, rows[:1], data["pca_components"][k] * std, steps, title)
+        written.append(write_png(outdir / f"pca_{k + 1}.png", image))
+    curves = mouth_curves(model, own, data, amounts, settings, align_cfg)
+    write_tsv(outdir / "mouth.tsv", curves, [
+        f"actor {actor}: mouth width (corners 48-54) and inner-lip opening, each / inter-ocular distance, of "
+        f"decoded faces (landmarks re-measured) after adding a direction; random_* = random directions of the "
+        f"Smiling vector's norm (seed {settings['seed']})",
+    ])
+    plot_mouth(outdir / "mouth.png", curves, actor)
+    return {"written": [str(p) for p in written], "mouth": curves}
+
+
+def mouth_curves(model, own_faces, data, amounts, settings, align_cfg) -> list[dict]:
+    """Mouth width/opening vs amount for the Smiling vector and random vectors of its norm."""
+    from facevae.modelio import encode
+
+    faces = own_faces[spread(len(own_faces), int(settings["mouth_faces"]))]
+    mu = encode(model, faces)
+    smile = vector_of(data, "Smiling")
+    directions = [("Smiling", smile)]
+    norm = float(np.linalg.norm(smile))
+    for i in range(int(settings["random_vectors"])):
+        directions.append((f"random_{i + 1}", random_direction(norm, mu.shape[1], int(settings["seed"]) + i)))
+    rows = []
+    for name, v in directions:
+        curve = mouth_curve(model, mu, v, amounts, align_cfg)
+        for j, a in enumerate(amounts):
+            rows.append({"direction": name, "amount": float(a), "mouth_width": float(curve["width"][j]),
+                         "mouth_open": float(curve["open"][j]), "faces": int(curve["measured"][j]),
+                         "norm": norm})
+    return rows
+
+
+def plot_mouth(path, rows: list[dict], actor: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name in dict.fromkeys(r["direction"] for r in rows):
+        sel = [r for r in rows if r["direction"] == name]
+        style = dict(color="#d04030", lw=2.5) if name == "Smiling" else dict(color="#888888", lw=1, ls="--")
+        for ax, key in zip(axes, ("mouth_width", "mouth_open")):
+            ax.plot([r["amount"] for r in sel], [r[key] for r in sel], marker="o", label=name, **style)
+    for ax, key in zip(axes, ("mouth width / inter-ocular", "mouth opening / inter-ocular")):
+        ax.set_xlabel("amount of the direction added")
+        ax.set_ylabel(key)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{actor}: decoded faces' mouth after adding the Smiling vector vs random vectors")
+    fig.tight_layout()
+    return _save_fig(fig, path)
+
+
+def decoded_face_geometry(faces_cfg: dict | None):
+    """The AlignConfig of the faces a model decodes: the config's template at 64 px."""
+    from dataclasses import replace
+
+    from facevae.faces.align import AlignConfig
+
+    return replace(AlignConfig.from_config(faces_cfg or {}), size=64)
+
+
+# --- for rules/attributes.smk --------------------------------------------------------------------
+
+
+def drivers_of(config: dict, actor: str) -> list[str]:
+    """The people that drive ``actor``: the config's reenact pairs, default every driver."""
+    pairs = config.get("reenact") or [
+        {"actor": a, "driver": d} for a in config["actors"] for d in config.get("drivers") or {}
+    ]
+    return sorted({p["driver"] for p in pairs if p["actor"] == actor})
+
+
+def driver_face_files(config: dict, actor: str) -> dict[str, list[str]]:
+    """Per driver of ``actor``, the files its faces come from: its tracks (one per video), or the
+    faces file of an actor-driver given as a dataset without videos."""
+    found = {}
+    for driver in drivers_of(config, actor):
+        entry = (config.get("actors") or {}).get(driver) or (config.get("drivers") or {}).get(driver) or {}
+        videos = sorted(entry.get("videos") or {})
+        found[driver] = [f"results/tracks/{driver}/{v}.h5" for v in videos] if videos else [f"results/faces/{driver}.h5"]
+    return found
+
+
+def edit_outputs(config: dict, actor: str = "{actor}") -> list[str]:
+    """Every file the attributes_edits rule writes for ``actor`` (a wildcard pattern by default)."""
+    settings = settings_of(config.get("attributes"))
+    names = [f"add_{a}.png" for a in settings["edit"]]
+    names += [f"orth_{a}.png" for a in settings["orthogonalise"]]
+    names += [f"pca_{k}.png" for k in range(1, int(settings["pca_components"]) + 1)]
+    names += ["mouth.tsv", "mouth.png"]
+    return [f"results/attributes/{actor}/{name}" for name in names]
+
+
+def attribute_targets(config: dict) -> list[str]:
+    """The final outputs of the attribute stage (none without a ``celeba:`` section)."""
+    if not config.get("celeba"):
+        return []
+    out = []
+    for actor in sorted(config["actors"]):
+        out += [f"results/attributes/{actor}.h5", f"results/attributes/{actor}/probe.tsv",
+                f"results/attributes/{actor}/probe.png"]
+        out += edit_outputs(config, actor)
+    return out
