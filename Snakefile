@@ -9,6 +9,8 @@ include: "rules/common.smk"
 include: "rules/ingest.smk"
 include: "rules/celeba.smk"
 include: "rules/attributes.smk"
+include: "rules/reenact.smk"
+include: "rules/explore.smk"
 
 
 rule all:

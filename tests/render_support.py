@@ -1,0 +1,88 @@
+"""Real inputs for the render tests that do not need the whole pipeline.
+
+``make_track`` writes a track file in the interface-2 layout from a real clip: dlib's HOG detector
+(on a downscaled frame) and 68-point predictor, aligned with ``facevae.faces.align.align_face`` --
+the same components the faces stage uses, without its filters. ``train_vae`` fits a real VAE for a
+few Adam steps. Both are cached per test session by the fixtures that call them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from facevae.faces.align import AlignConfig, align_face
+from facevae.faces.io import write_track
+from facevae.faces.models import PREDICTOR_68, dlib_model
+from facevae.render import read_frames
+from facevae.video import probe
+
+
+def make_track(video_path, out_path, first: int = 0, count: int | None = None, drop=(), cfg: AlignConfig = AlignConfig()):
+    """Track ``count`` frames from frame ``first`` (every decoded frame in the range gets a row).
+
+    Frames in ``drop`` are written as 'no face' rows (to exercise missing faces)."""
+    import dlib
+
+    fps = probe(video_path).fps
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(dlib_model(PREDICTOR_68))
+    crops, lms, ms, kept, reasons, times, numbers = [], [], [], [], [], [], []
+    size = cfg.size
+    height = width = 0
+    for index, frame in enumerate(read_frames(video_path)):
+        if index < first:
+            continue
+        if count is not None and index >= first + count:
+            break
+        height, width = frame.shape[:2]
+        scale = min(1.0, 320.0 / max(height, width))
+        small = frame if scale == 1.0 else np.ascontiguousarray(frame[:: int(round(1 / scale)), :: int(round(1 / scale))])
+        step = frame.shape[0] / small.shape[0]
+        boxes = [] if index in drop else detector(small, 0)
+        if len(boxes):
+            b = max(boxes, key=lambda r: r.width() * r.height())
+            rect = dlib.rectangle(int(b.left() * step), int(b.top() * step), int(b.right() * step), int(b.bottom() * step))
+            shape = predictor(frame, rect)
+            pts = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+            crop, lm, m = align_face(frame, pts, cfg)
+            crops.append(crop), lms.append(lm), ms.append(m), kept.append(True), reasons.append("")
+        else:
+            crops.append(np.zeros((size, size, 3), np.uint8))
+            lms.append(np.full((68, 2), np.nan, np.float32))
+            ms.append(np.full((2, 3), np.nan))
+            kept.append(False)
+            reasons.append("no face")
+        times.append(index / fps)
+        numbers.append(index)
+    rows = {
+        "crops": np.stack(crops), "landmarks": np.stack(lms).astype(np.float32), "transforms": np.stack(ms),
+        "time": np.array(times, np.float64), "frame": np.array(numbers, np.int64), "kept": np.array(kept),
+        "reason": reasons,
+    }
+    attrs = {"person": "test", "video": "test", "role": "driver", "fps": fps, "width": width, "height": height,
+             "frame_count": len(kept), "aligner": "dlib", **cfg.as_attrs()}
+    write_track(out_path, rows, attrs)
+    return out_path
+
+
+def train_vae(faces: np.ndarray, arch: str = "blog", latent: int = 32, steps: int = 60, seed: int = 0, width: int = 16):
+    """A real VAE fitted to ``faces`` (uint8 N x 64 x 64 x 3) for ``steps`` Adam steps (BCE + KL)."""
+    from facevae.models import ModelConfig, build_model
+
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(arch=arch, latent_dim=latent, width=width))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x_all = torch.as_tensor(faces).permute(0, 3, 1, 2).float() / 255.0
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x_all), (min(64, len(x_all)),), generator=gen)
+        x = x_all[idx]
+        logits, mu, logvar = model(x, generator=gen)
+        rec = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
+        opt.zero_grad()
+        (rec + kl).backward()
+        opt.step()
+    return model.eval()

@@ -1,0 +1,64 @@
+"""Which reenactment and exploration files the workflow builds (used by rules/reenact.smk and
+rules/explore.smk at parse time; plain Python, no heavy imports)."""
+
+from __future__ import annotations
+
+REENACT_DIR = "results/reenact/{actor}/{driver}"
+EXPLORE_DIR = "results/explore/{actor}"
+
+
+def reenact_pairs(config: dict) -> list[tuple[str, str]]:
+    """The (actor, driver) pairs to render: ``reenact`` when given, else every actor with every driver."""
+    if config.get("reenact") is not None:
+        pairs = [(p["actor"], p["driver"]) for p in config["reenact"]]
+    else:
+        pairs = [(a, d) for a in (config.get("actors") or {}) for d in (config.get("drivers") or {})]
+    return list(dict.fromkeys(pairs))  # unique, in order
+
+
+def driver_videos(config: dict, driver: str) -> list[str]:
+    """The video names of a driver (a driver or an actor: cross-reenactment)."""
+    entry = (config.get("drivers") or {}).get(driver) or (config.get("actors") or {}).get(driver) or {}
+    return sorted(entry.get("videos") or {})
+
+
+def reenact_outputs(config: dict) -> dict[str, str]:
+    """Named output patterns of one reenactment job (wildcards actor, driver, video)."""
+    base = REENACT_DIR + "/{video}"
+    outputs = {
+        "video": base + ".mp4",
+        "score": base + ".tsv",
+        "series": base + ".series.tsv",
+        "plot": base + ".expression.png",
+        "sheet": base + ".sheet.png",
+    }
+    if (config.get("render") or {}).get("paste_back"):
+        outputs["paste"] = base + ".paste.mp4"
+    return outputs
+
+
+def reenact_attributes(config: dict, actor: str) -> list[str]:
+    """The actor's CelebA attribute vectors, an input only when ``render.edit`` asks for them."""
+    return [f"results/attributes/{actor}.h5"] if (config.get("render") or {}).get("edit") else []
+
+
+def reenact_targets(config: dict) -> list[str]:
+    """Every file of every reenactment job."""
+    patterns = reenact_outputs(config)
+    return [
+        pattern.format(actor=actor, driver=driver, video=video)
+        for actor, driver in reenact_pairs(config)
+        for video in driver_videos(config, driver)
+        for pattern in patterns.values()
+    ]
+
+
+EXPLORE_OUTPUTS = {
+    "walk": EXPLORE_DIR + "/walk.mp4",
+    "interpolate": EXPLORE_DIR + "/interpolate.mp4",
+    "samples": EXPLORE_DIR + "/samples.png",
+}
+
+
+def explore_targets(config: dict) -> list[str]:
+    return [p.format(actor=actor) for actor in (config.get("actors") or {}) for p in EXPLORE_OUTPUTS.values()]
