@@ -7,6 +7,7 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/ingest.smk"
+include: "rules/faces.smk"
 include: "rules/celeba.smk"
 include: "rules/attributes.smk"
 include: "rules/reenact.smk"

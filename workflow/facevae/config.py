@@ -143,6 +143,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     _check_reenact(config)
     _check_celeba(config)
     _check_render(config)
+    _check_faces(config)
     return config
 
 
@@ -207,6 +208,23 @@ def _check_render(config: dict) -> None:
     edit = (config.get("render") or {}).get("edit") or {}
     if edit and not config.get("celeba"):
         raise ConfigError(f"render.edit.{next(iter(edit))}", "attribute edits need the celeba section (the attribute vectors come from CelebA)")
+
+
+def _check_faces(config: dict) -> None:
+    """Reference photos and local datasets must exist; exclude lists must name the person's videos."""
+    for section in ("actors", "drivers"):
+        for person, entry in (config.get(section) or {}).items():
+            entry = entry or {}
+            if entry.get("reference") and not Path(entry["reference"]).is_file():
+                raise ConfigError(f"{section}.{person}.reference", f"reference photo not found: {entry['reference']}")
+            source = entry.get("dataset")
+            if source and not re.match(r"^https?://", source) and not Path(source).is_file():
+                raise ConfigError(f"{section}.{person}.dataset", f"file not found: {source} (a blog-format HDF5 path or http(s) URL)")
+            videos = entry.get("videos") or {}
+            for video in entry.get("exclude") or {}:
+                if video not in videos:
+                    raise ConfigError(f"{section}.{person}.exclude.{video}",
+                                      f"'{video}' is not one of {person}'s videos ({', '.join(sorted(videos)) or 'none'})")
 
 
 def people(config: dict) -> dict[str, dict]:

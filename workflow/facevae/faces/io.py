@@ -169,3 +169,63 @@ def check_blog_dataset(path: Path | str, what: str = "dataset") -> dict:
             return {"count": int(shape[0]), "size": int(shape[1])}
     except OSError as err:
         raise FacevaeError(f"{what}: {path} is not a readable HDF5 file: {err}") from None
+
+
+class TrackWriter:
+    """Writes a tracks file in pieces (rows first, crops block by block) into a temporary file
+    that replaces ``path`` only when closed without an error."""
+
+    def __init__(self, path: Path | str, n_frames: int, size: int, attrs: dict):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = _tmp_path(self.path)
+        self.h5 = h5py.File(self.tmp, "w")
+        self.n = n_frames
+        self.crops = self.h5.create_dataset(
+            "crops", shape=(n_frames, size, size, 3), dtype=np.uint8, fillvalue=0,
+            chunks=(min(max(n_frames, 1), 256), size, size, 3), compression="gzip", compression_opts=4)
+        for key, value in attrs.items():
+            self.h5.attrs[key] = _attr_value(value)
+
+    def write_rows(self, rows: dict) -> None:
+        for key, value in rows.items():
+            if key.startswith("_") or key == "crops":
+                continue
+            if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.dtype.kind in "UOS"):
+                self.h5.create_dataset(key, data=np.array([str(v) for v in value], dtype=object), dtype=STR)
+            else:
+                value = np.asarray(value)
+                if len(value) != self.n:
+                    raise ValueError(f"TrackWriter: {key} has {len(value)} rows, expected {self.n}")
+                self.h5.create_dataset(key, data=value)
+
+    def write_crops(self, frames: np.ndarray, crops: np.ndarray) -> None:
+        """Crops of the given frames (sorted frame numbers, as in the worker blocks)."""
+        frames = np.asarray(frames)
+        if len(frames) == 0:
+            return
+        if np.all(np.diff(frames) == 1):
+            self.crops[int(frames[0]) : int(frames[-1]) + 1] = crops
+        else:
+            for f, crop in zip(frames, crops):
+                self.crops[int(f)] = crop
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.h5.close()
+            if exc_type is None:
+                missing = [k for k in TRACK_REQUIRED if k not in _datasets(self.tmp)]
+                if missing:
+                    raise ValueError(f"TrackWriter: datasets {missing} were never written")
+                os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+        return False
+
+
+def _datasets(path: Path) -> list[str]:
+    with h5py.File(path, "r") as h5:
+        return list(h5.keys())
