@@ -66,7 +66,8 @@ def make_track(video_path, out_path, first: int = 0, count: int | None = None, d
     return out_path
 
 
-def train_vae(faces: np.ndarray, arch: str = "blog", latent: int = 32, steps: int = 60, seed: int = 0, width: int = 16):
+def train_vae(faces: np.ndarray, arch: str = "blog", latent: int = 32, steps: int = 60, seed: int = 0, width: int = 16,
+              batch: int = 64):
     """A real VAE fitted to ``faces`` (uint8 N x 64 x 64 x 3) for ``steps`` Adam steps (BCE + KL)."""
     from facevae.models import ModelConfig, build_model
 
@@ -77,7 +78,7 @@ def train_vae(faces: np.ndarray, arch: str = "blog", latent: int = 32, steps: in
     gen = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
-        idx = torch.randint(0, len(x_all), (min(64, len(x_all)),), generator=gen)
+        idx = torch.randint(0, len(x_all), (min(batch, len(x_all)),), generator=gen)
         x = x_all[idx]
         logits, mu, logvar = model(x, generator=gen)
         rec = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
@@ -86,3 +87,36 @@ def train_vae(faces: np.ndarray, arch: str = "blog", latent: int = 32, steps: in
         (rec + kl).backward()
         opt.step()
     return model.eval()
+
+
+_KITS: dict = {}
+
+
+def render_kit(media, tmp_path_factory) -> dict:
+    """Built once per test session and shared by the render test modules: a real 3-second driver
+    clip with speech (the start of tpsmm_driving.mp4, re-encoded by the ingest helper), its probe
+    metadata, its track with three frames dropped as 'no face', and a VAE fitted to its crops."""
+    if "kit" in _KITS:
+        return _KITS["kit"]
+    import json
+
+    from facevae import modelio
+    from facevae.faces.io import read_track
+    from facevae.video import to_portable_mp4
+
+    src = media("videos/tpsmm_driving.mp4")
+    folder = tmp_path_factory.mktemp("render_kit")
+    clip = folder / "clip.mp4"
+    to_portable_mp4(src, clip, probe(src), 0.0, 3.0)
+    info = probe(clip)
+    meta = folder / "clip.json"
+    meta.write_text(json.dumps(info.as_dict()))
+    track = make_track(clip, folder / "track.h5", drop={10, 11, 12})
+    crops = read_track(track)
+    model_path = folder / "model.pt"
+    faces = crops["crops"][crops["kept"]]
+    modelio.save_model(model_path, train_vae(faces, arch="blog", latent=16, steps=10, batch=32))
+    kit = {"folder": folder, "clip": clip, "meta": meta, "info": info, "track": track, "model": model_path,
+           "dropped": [10, 11, 12]}
+    _KITS["kit"] = kit
+    return kit

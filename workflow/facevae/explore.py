@@ -113,13 +113,14 @@ def render_explore(model_path, faces_path, outputs: dict, cfg: dict, actor: str,
     seed = int(cfg.get("seed", 0))
     panel = int(cfg.get("panel_size", 256))
     fps = float(cfg.get("fps", 25))
-    summary: dict = {"actor": actor, "seed": seed, "latent_dim": dim, "facevae": __version__}
+    base = {"actor": actor, "seed": seed, "latent_dim": dim, "facevae": __version__}
+    summary: dict = dict(base)
 
     if outputs.get("walk"):
         wcfg = cfg.get("walk", {})
         path, _ = walk_latents(dim, int(wcfg.get("points", 10)), int(wcfg.get("steps", 25)), seed)
         layout = Layout([["walk"]], panel, 8, (0, 0, 0), {"walk": f"{actor}: N(0, I) walk, seed {seed}"})
-        info = {**summary, "what": "walk", "points": int(wcfg.get("points", 10)), "steps": int(wcfg.get("steps", 25))}
+        info = {**base, "what": "walk", "points": int(wcfg.get("points", 10)), "steps": int(wcfg.get("steps", 25))}
         with VideoWriter(outputs["walk"], layout.width, layout.height, fps, metadata={"comment": json.dumps(info)}) as out:
             for start in tqdm(range(0, len(path), 256), desc=f"walk {actor}", disable=not progress):
                 for face in modelio.decode(model, path[start : start + 256]):
@@ -140,7 +141,7 @@ def render_explore(model_path, faces_path, outputs: dict, cfg: dict, actor: str,
         mu = modelio.encode(model, data[[a, b]])
         codes, weights = interpolate_latents(mu[0], mu[1], int(icfg.get("steps", 50)))
         layout = Layout([["a", "mix", "b"]], panel, 8, (0, 0, 0), {"a": f"face {a}", "mix": "decoded mix", "b": f"face {b}"})
-        info = {**summary, "what": "interpolate", "faces": [a, b], "steps": int(icfg.get("steps", 50))}
+        info = {**base, "what": "interpolate", "faces": [a, b], "steps": int(icfg.get("steps", 50))}
         fixed = {"a": resize_face(data[a], panel), "b": resize_face(data[b], panel)}
         with VideoWriter(outputs["interpolate"], layout.width, layout.height, fps, metadata={"comment": json.dumps(info)}) as out:
             for start in range(0, len(codes), 256):
@@ -155,7 +156,7 @@ def render_explore(model_path, faces_path, outputs: dict, cfg: dict, actor: str,
         z = rng.standard_normal((rows * cols, dim)).astype(np.float32)
         grid = sample_grid(modelio.decode(model, z), rows, cols)
         save_png(outputs["samples"], grid, {"Software": f"facevae {__version__}",
-                                            "Comment": json.dumps({**summary, "what": "samples", "rows": rows, "cols": cols})})
+                                            "Comment": json.dumps({**base, "what": "samples", "rows": rows, "cols": cols})})
         summary["samples"] = rows * cols
     log.info("explore %s: %s", actor, summary)
     return summary

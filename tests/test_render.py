@@ -1,0 +1,207 @@
+"""Render library on real media: paste-back, video writing, and whole reenactments of a real
+3-second driver clip through a real (briefly trained) VAE."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+from facevae import FacevaeError, modelio
+from facevae.faces.io import read_track
+from facevae.render import (
+    DriverTrack,
+    Layout,
+    Paster,
+    RenderConfig,
+    VideoWriter,
+    read_frames,
+    render_reenactment,
+    resize_face,
+)
+from facevae.video import VideoError, ffmpeg_exe, probe
+from render_support import render_kit
+
+pytestmark = pytest.mark.media
+
+# Mean and 99th-percentile absolute differences (0-255) H.264 at crf 18 leaves on these frames;
+# a wrong face or frame differs by several times more (checked in the tests themselves).
+COMPRESSION_MEAN, COMPRESSION_P99 = 4.0, 16.0
+
+
+@pytest.fixture(scope="module")
+def kit(media, tmp_path_factory):
+    return render_kit(media, tmp_path_factory)
+
+
+def _diff(a, b):
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return float(d.mean()), float(np.percentile(d, 99))
+
+
+# --------------------------------------------------------------------------- real media: pieces
+
+
+
+def test_paste_back_inverts_the_alignment(kit):
+    """Pasting a frame's own aligned crop back reproduces the frame: the inverse transform is right."""
+    track = read_track(kit["track"])
+    frames = list(read_frames(kit["clip"]))
+    paster = Paster(64)
+    i = int(np.flatnonzero(track["kept"])[20])
+    frame, m = frames[i], track["transforms"][i]
+    pasted = paster.paste(frame, track["crops"][i], m)
+    alpha = paster.alpha(m, frame.shape)
+    assert (pasted[alpha == 0] == frame[alpha == 0]).all()
+    inner = alpha >= 0.99
+    assert inner.sum() > 2000
+    mean, _ = _diff(pasted[inner], frame[inner])
+    assert mean < 8.0  # only the 64-px crop's loss of detail
+    other = paster.paste(frame, track["crops"][(i + 40) % len(frames)], m)
+    assert _diff(other[inner], frame[inner])[0] > mean  # a different face is visibly different
+    # No transform (no face): the frame comes back unchanged.
+    assert (paster.paste(frame, track["crops"][i], np.full((2, 3), np.nan)) == frame).all()
+
+
+def test_video_writer_frames_audio_and_failure(kit, tmp_path):
+    out = tmp_path / "v.mp4"
+    rng = np.random.default_rng(0)
+    frames = [np.full((50, 70, 3), k * 10, np.uint8) for k in range(12)]
+    with VideoWriter(out, 70, 50, 25.0, audio_from=kit["clip"]) as writer:
+        for f in frames:
+            writer.write(f)
+    info = probe(out)
+    assert info.frame_count == 12 and info.has_audio and (info.width, info.height) == (70, 50) and info.fps == 25.0
+    got = list(read_frames(out))
+    assert max(_diff(a, b)[0] for a, b in zip(got, frames)) < 2.0
+    assert not list(tmp_path.glob(".*tmp*"))
+    # A frame of the wrong size is refused and nothing is left behind.
+    bad = tmp_path / "bad.mp4"
+    with pytest.raises(FacevaeError, match="does not match"):
+        with VideoWriter(bad, 70, 50, 25.0) as writer:
+            writer.write(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))
+            writer.write(np.zeros((10, 10, 3), np.uint8))
+    assert not bad.exists() and not list(tmp_path.glob(".bad*"))
+    # An audio source that is not a video: the encoder's error names the output.
+    with pytest.raises(VideoError, match="bad2.mp4"):
+        with VideoWriter(tmp_path / "bad2.mp4", 70, 50, 25.0, audio_from=tmp_path / "missing.mp4") as writer:
+            for f in frames * 50:
+                writer.write(f)
+    assert not (tmp_path / "bad2.mp4").exists()
+
+
+# ------------------------------------------------------------------------- real media: renders
+
+
+@pytest.fixture(scope="module")
+def side_by_side(kit):
+    out = kit["folder"] / "sbs"
+    outputs = {k: str(out / f"clip{suffix}") for k, suffix in
+               [("video", ".mp4"), ("score", ".tsv"), ("series", ".series.tsv"), ("plot", ".expression.png"), ("sheet", ".sheet.png")]}
+    summary = render_reenactment(kit["track"], kit["clip"], kit["model"], outputs, RenderConfig(panel_size=128),
+                                 "actor", "driver", "clip", meta_path=kit["meta"], progress=False)
+    return outputs, summary
+
+
+def test_side_by_side_frames_audio_and_panels(kit, side_by_side):
+    outputs, summary = side_by_side
+    track = read_track(kit["track"])
+    n = len(track["kept"])
+    info = probe(outputs["video"])
+    assert abs(info.frame_count - kit["info"].frame_count) <= 1 and info.frame_count == n
+    assert info.has_audio and info.fps == pytest.approx(kit["info"].fps)
+    frames = list(read_frames(outputs["video"]))
+    model = modelio.load_model(kit["model"])
+    lay = Layout.for_reenactment(RenderConfig(panel_size=128), "actor", "driver", "clip")
+    kept = np.flatnonzero(track["kept"])
+    sample = [int(kept[k]) for k in (0, 5, 20, 40, -1)]
+    faces = modelio.decode(model, modelio.encode(model, track["crops"][sample]))
+    for k, i in enumerate(sample):
+        assert track["kept"][i]
+        mean, p99 = _diff(lay.crop(frames[i], "actor"), resize_face(faces[k], 128))
+        assert mean < COMPRESSION_MEAN and p99 < COMPRESSION_P99, (i, mean, p99)
+        mean, p99 = _diff(lay.crop(frames[i], "driver"), resize_face(track["crops"][i], 128))
+        assert mean < COMPRESSION_MEAN and p99 < COMPRESSION_P99, (i, mean, p99)
+    # The check has teeth: another frame's face is farther off than compression.
+    wrong = _diff(lay.crop(frames[sample[1]], "driver"), resize_face(track["crops"][sample[-1]], 128))[0]
+    assert wrong > 2 * COMPRESSION_MEAN
+    # Dropped frames (no face) hold the last good frame's panels.
+    for i in kit["dropped"]:
+        last = int(kept[kept < i].max())
+        assert _diff(lay.crop(frames[i], "actor"), lay.crop(frames[last], "actor"))[0] < 1.5
+    assert summary["kept"] == track["kept"].sum() and not track["kept"][kit["dropped"]].any()
+
+
+def test_score_outputs(kit, side_by_side):
+    import pandas as pd
+
+    outputs, summary = side_by_side
+    score = pd.read_csv(outputs["score"], sep="\t")
+    assert list(score.measure) == ["mouth_open", "eye_open"]
+    n = len(read_track(kit["track"])["kept"])
+    assert (score.frames == n).all() and (score.scored_frames <= summary["kept"]).all()
+    assert (score.scored_frames > 0.8 * n).all()
+    for col in ("pearson", "shuffled_pearson", "circular_p95", "shuffled_p95"):
+        assert score[col].between(-1, 1).all()
+    series = pd.read_csv(outputs["series"], sep="\t")
+    assert len(series) == n and series.kept.sum() == summary["kept"]
+    assert series.loc[kit["dropped"], "driver_mouth"].isna().all()
+    from facevae.expression import pearson
+
+    row = score.set_index("measure").loc["mouth_open"]
+    assert pearson(series.driver_mouth, series.actor_mouth) == pytest.approx(row.pearson, abs=1e-5)
+    for key in ("plot", "sheet"):
+        image = cv2.imread(outputs[key])
+        assert image is not None and image.std() > 10
+
+
+def test_grid_and_paste_back(kit, tmp_path):
+    cfg = RenderConfig(layout="grid", panel_size=96, paste_back=True, missing="blank", smooth=3, border_color=(40, 40, 40))
+    outputs = {"video": str(tmp_path / "g.mp4"), "paste": str(tmp_path / "g.paste.mp4")}
+    render_reenactment(kit["track"], kit["clip"], kit["model"], outputs, cfg, "actor", "driver", "clip",
+                       meta_path=kit["meta"], score=False, progress=False)
+    track = DriverTrack(kit["track"])
+    n = track.n
+    for key in ("video", "paste"):
+        info = probe(outputs[key])
+        assert info.frame_count == n and info.has_audio
+    info = probe(outputs["paste"])
+    assert (info.width, info.height) == (kit["info"].width, kit["info"].height)
+    driver = list(read_frames(kit["clip"]))
+    pasted = list(read_frames(outputs["paste"]))
+    paster = Paster(track.crop_size, feather=cfg.feather)
+    changed = 0
+    for i in range(0, n, 7):
+        alpha = paster.alpha(track.transforms[i], driver[i].shape) if track.kept[i] else np.zeros(driver[i].shape[:2])
+        # Compare beyond a 4-px margin: 4:2:0 chroma and the codec's blocks bleed across the edge.
+        outside = cv2.dilate((alpha > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+        mean, p99 = _diff(pasted[i][outside], driver[i][outside])
+        assert mean < COMPRESSION_MEAN and p99 < COMPRESSION_P99, (i, mean, p99)
+        if track.kept[i]:
+            changed += _diff(pasted[i][alpha > 0.5], driver[i][alpha > 0.5])[0] > 2 * COMPRESSION_MEAN
+    assert changed >= 3  # inside the mask it is the actor's face, not the driver's
+    # Blank policy: the dropped frames show border-coloured panels in the grid.
+    frames = list(read_frames(outputs["video"]))
+    lay = Layout.for_reenactment(cfg, "actor", "driver", "clip")
+    for i in kit["dropped"]:
+        assert _diff(lay.crop(frames[i], "actor"), np.full((96, 96, 3), 40, np.uint8))[0] < 3
+    track.close()
+
+
+def test_missing_track_is_one_clear_error(kit, tmp_path):
+    with pytest.raises(FacevaeError, match="nothing.h5"):
+        render_reenactment(tmp_path / "nothing.h5", kit["clip"], kit["model"], {"video": str(tmp_path / "x.mp4")},
+                           RenderConfig(), "a", "d", "v", progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_output_metadata_names_the_render(side_by_side):
+    outputs, _ = side_by_side
+    report = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", outputs["video"], "-f", "ffmetadata", "-"],
+                            capture_output=True, text=True).stdout
+    line = next(line for line in report.splitlines() if line.startswith("comment="))
+    meta = json.loads(line.removeprefix("comment=").replace("\\", ""))
+    assert meta["actor"] == "actor" and meta["layout"] == "side_by_side"

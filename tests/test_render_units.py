@@ -1,0 +1,99 @@
+"""Render library pieces without media: config, latent smoothing, layout, masks."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from facevae import FacevaeError
+from facevae.render import Layout, RenderConfig, edit_vector, letterbox, shown_index, smooth_latents, template_mask
+
+
+# ------------------------------------------------------------------------------- pure functions
+
+
+def test_render_config_from_config():
+    cfg = RenderConfig.from_config({"layout": "grid", "border_color": "#FF8000", "smooth": 5, "score": {"upscale": 2, "seed": 7}})
+    assert cfg.layout == "grid" and cfg.border_color == (255, 128, 0) and cfg.smooth == 5
+    assert cfg.score_upscale == 2 and cfg.seed == 7
+    with pytest.raises(FacevaeError, match="odd"):
+        RenderConfig.from_config({"smooth": 4})
+    with pytest.raises(FacevaeError, match="layout"):
+        RenderConfig.from_config({"layout": "mosaic"})
+
+
+def test_smooth_latents_is_a_centred_average_over_kept_frames():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(40, 3)).astype(np.float32)
+    valid = np.ones(40, bool)
+    valid[[0, 7, 8, 9, 25]] = False
+    z[~valid] = np.nan
+    out = smooth_latents(z, valid, 5)
+    for i in range(40):
+        if not valid[i]:
+            assert np.isnan(out[i]).all()
+            continue
+        window = [j for j in range(i - 2, i + 3) if 0 <= j < 40 and valid[j]]
+        np.testing.assert_allclose(out[i], z[window].mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(smooth_latents(z, valid, 1)[valid], z[valid])
+    # Smoothing lowers frame-to-frame jitter of a noisy constant track.
+    jitter = lambda a: np.abs(np.diff(a[10:24], axis=0)).mean()  # noqa: E731
+    assert jitter(smooth_latents(z, valid, 9)) < 0.5 * jitter(z)
+
+
+def test_shown_index_hold_and_blank():
+    kept = np.array([False, True, True, False, False, True, False])
+    np.testing.assert_array_equal(shown_index(kept, "hold"), [-1, 1, 2, 2, 2, 5, 5])
+    np.testing.assert_array_equal(shown_index(kept, "blank"), [-1, 1, 2, -1, -1, 5, -1])
+    assert shown_index(np.zeros(0, bool)).shape == (0,)
+
+
+def test_layout_geometry_borders_and_labels():
+    cfg = RenderConfig(panel_size=100, border=7, border_color=(10, 20, 30))
+    lay = Layout.for_reenactment(cfg, "trump", "me")
+    assert lay.width % 2 == 0 and lay.height % 2 == 0
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = lay.boxes["driver"], lay.boxes["actor"]
+    assert (ax1 - ax0, ay1 - ay0) == (100, 100) and ax0 == 7 and bx0 == ax1 + 7 and ay0 == by0 == 7
+    # Panels are clean border colour in the canvas; the name is written in the strip below each one.
+    assert (lay.crop(lay.canvas, "driver") == (10, 20, 30)).all()
+    strip = lay.canvas[ay1 : ay1 + lay.label_height, ax0:ax1]
+    assert (strip != (10, 20, 30)).any(axis=-1).sum() > 30
+    face = np.full((100, 100, 3), 200, np.uint8)
+    frame = lay.compose({"driver": face, "actor": None})
+    assert (lay.crop(frame, "driver") == 200).all() and (lay.crop(frame, "actor") == (10, 20, 30)).all()
+    assert (lay.canvas == Layout.for_reenactment(cfg, "trump", "me").canvas).all()
+    grid = Layout.for_reenactment(RenderConfig(layout="grid", panel_size=64, labels=False), "a", "b")
+    assert set(grid.boxes) == {"frame", "paste", "driver", "actor"} and grid.label_height == 0
+
+
+def test_letterbox_keeps_aspect():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    frame[:, :, 0] = 255
+    box = letterbox(frame, 64, (0, 0, 255))
+    assert box.shape == (64, 64, 3)
+    assert (box[32, :, 0] == 255).all() and (box[0, 0] == (0, 0, 255)).all() and (box[32, 32] == (255, 0, 0)).all()
+
+
+def test_template_mask_is_zero_outside_the_face_and_one_inside():
+    mask = template_mask(256, feather=0.08)
+    assert mask.dtype == np.float32 and mask.min() == 0.0 and mask.max() == 1.0
+    assert mask[0, 0] == 0 and mask[0, 255] == 0 and mask[140, 128] == 1.0
+    soft = ((mask > 0) & (mask < 1)).sum()
+    assert soft > 0.05 * (mask > 0).sum()  # a real feathered edge
+    assert ((template_mask(256, feather=0.0) > 0) & (template_mask(256, feather=0.0) < 1)).sum() < soft
+
+
+def test_edit_vector(tmp_path):
+    path = tmp_path / "attrs.h5"
+    vectors = np.arange(3 * 4, dtype=np.float32).reshape(3, 4)
+    with h5py.File(path, "w") as h5:
+        h5["attribute_vectors"] = vectors
+        h5.create_dataset("fields", data=np.array(["Male", "Smiling", "Young"], dtype=object), dtype=h5py.string_dtype())
+    np.testing.assert_allclose(edit_vector(path, {"Smiling": 1.5, "Young": -1}, 4), 1.5 * vectors[1] - vectors[2])
+    with pytest.raises(FacevaeError, match="render.edit.Bald"):
+        edit_vector(path, {"Bald": 1}, 4)
+    with pytest.raises(FacevaeError, match="dimensions"):
+        edit_vector(path, {"Smiling": 1}, 8)
+    with pytest.raises(FacevaeError, match="attribute vectors file"):
+        edit_vector(tmp_path / "none.h5", {"Smiling": 1}, 4)
