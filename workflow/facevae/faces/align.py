@@ -165,6 +165,15 @@ def template_face_box(size: int = 64, scale: float = 1.0, offset_y: float = 0.0)
     return float(xs[0]), float(ys[0]), float(xs[1]), float(ys[1])
 
 
+def face_box_in_frame(m: np.ndarray, cfg: "AlignConfig") -> tuple[float, float, float, float]:
+    """The square detector-style box, in frame pixels, of the face aligned by crop<-frame ``m``."""
+    x0, y0, x1, y1 = cfg.face_box()
+    inv = invert_transform(m)
+    cx, cy = transform_points(inv, np.array([[(x0 + x1) / 2, (y0 + y1) / 2]]))[0]
+    half = (x1 - x0) / similarity_scale(m) / 2
+    return float(cx - half), float(cy - half), float(cx + half), float(cy + half)
+
+
 def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) taking src to dst.
 

@@ -233,7 +233,8 @@ class FaceAlignmentAligner:
         rgb = _as_rgb(rgb)
         factor = 1.0 if scale is None else float(scale)
         img = _resize(rgb, factor)
-        found = self._fa.face_detector.detect_from_image(img.copy()) or []
+        found = self._fa.face_detector.detect_from_image(img.copy())
+        found = [] if found is None else list(found)
         out = [((float(b[0]) / factor, float(b[1]) / factor, float(b[2]) / factor, float(b[3]) / factor), float(b[4])) for b in found]
         return sorted(out, key=lambda item: -item[1])
 
@@ -241,7 +242,7 @@ class FaceAlignmentAligner:
         if not boxes:
             return []
         rgb = _as_rgb(rgb)
-        dets = [np.array([*box, 1.0], dtype=np.float32) for box in boxes]
+        dets = [np.array([*box, 1.0], dtype=np.float64) for box in boxes]
         import warnings
 
         with warnings.catch_warnings():

@@ -38,7 +38,7 @@ import numpy as np
 
 from facevae import FacevaeError, __version__
 from facevae.faces import identity as ident
-from facevae.faces.align import AlignConfig, align_face, similarity_scale, transform_points
+from facevae.faces.align import AlignConfig, align_face, face_box_in_frame, similarity_scale, transform_points
 from facevae.faces.aligners import DLIB_MIN_FACE, aligner_kwargs, make_aligner
 from facevae.faces.measure import blur_scores, head_pose
 
@@ -64,6 +64,7 @@ class Settings:
     max_detect_side: int = 1280
     scene_cut: float = 20.0
     idle_every: int = 3
+    coast: int = 5
     identity_every: int = 60
     min_size: float = 40.0
     min_blur: float = 40.0
@@ -76,7 +77,7 @@ class Settings:
     def from_config(cls, faces: dict | None) -> "Settings":
         faces = faces or {}
         det, flt = faces.get("detect") or {}, faces.get("filters") or {}
-        values = {**{k: det[k] for k in ("redetect_every", "roi_face_px", "max_detect_side", "scene_cut", "idle_every") if k in det},
+        values = {**{k: det[k] for k in ("redetect_every", "roi_face_px", "max_detect_side", "scene_cut", "idle_every", "coast") if k in det},
                   **{k: flt[k] for k in ("identity_every", "min_size", "min_blur", "max_yaw", "max_pitch",
                                          "identity_distance", "identity_margin") if k in flt}}
         return cls(**values)
@@ -95,6 +96,7 @@ class _Track:
     id: int
     box: tuple
     last_descriptor: int = -10**9
+    coast: int = 0
 
 
 @dataclass
@@ -110,7 +112,7 @@ class FrameTracker:
     height: int
     id_base: int = 0
     tracks: list = field(default_factory=list)
-    stats: dict = field(default_factory=lambda: {"full": 0, "quick": 0, "roi": 0, "cuts": 0})
+    stats: dict = field(default_factory=lambda: {"full": 0, "quick": 0, "roi": 0, "coast": 0, "cuts": 0})
 
     def __post_init__(self):
         self._next = self.id_base
@@ -133,7 +135,8 @@ class FrameTracker:
         return self._next - 1
 
     def _scene_cut(self, rgb) -> bool:
-        thumb = cv2.resize(rgb, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+        step = max(1, min(rgb.shape[0], rgb.shape[1]) // 64)  # subsample first: a full-frame INTER_AREA costs more
+        thumb = cv2.resize(rgb[::step, ::step], (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
         cut = self._thumb is not None and float(np.abs(thumb - self._thumb).mean()) > self.settings.scene_cut
         self._thumb = thumb
         return cut
@@ -177,41 +180,41 @@ class FrameTracker:
             self._since_fine = 10**9
         self._since_full += 1
         self._since_fine += 1
-        out: list[tuple] = []
-        periodic = self._since_full >= self.settings.redetect_every
-        if self.tracks and not periodic:
-            lost = False
-            for track in self.tracks:
-                hit = self._roi(rgb, track.box)
-                if hit is None:
-                    lost = True
-                    continue
-                out.append((hit[0], hit[1], track, False))
-            if not lost:
-                self.tracks = [t for _, _, t, _ in out]
-                for box, _, track, _ in out:
-                    track.box = box
-                return [(b, s, t, n) for b, s, t, n in out]
-            found = self._full(rgb, fine=not out)  # a face vanished: look at the whole frame again
-        else:
-            # Periodic re-detection looks for big new faces only (quick). Without any tracked face
-            # the fine search (small faces, slow) runs after a cut and every ``idle_every`` frames.
-            found = self._full(rgb, fine=not self.tracks and self._since_fine >= self.settings.idle_every)
-            self._since_full = 0
-        # Match whole-frame detections to known tracks (same face, same id); the rest are new tracks.
-        known = [(b, t) for b, _, t, _ in out] + [(t.box, t) for t in self.tracks if all(t is not o[2] for o in out)]
-        result, used = [], set()
-        for box, score in found:
-            best, best_iou = None, 0.3
-            for prev_box, track in known:
-                overlap = _iou(box, prev_box)
-                if track.id not in used and overlap > best_iou:
-                    best, best_iou = track, overlap
-            if best is None:
-                result.append((box, score, _Track(self._new_id(), box), True))
+        hits, missing = [], []
+        for track in self.tracks:  # follow every known face near where it was
+            hit = self._roi(rgb, track.box)
+            if hit is None:
+                missing.append(track)
             else:
-                used.add(best.id)
-                result.append((box, score, best, False))
+                track.coast = 0
+                hits.append((hit[0], hit[1], track, False))
+        periodic = self._since_full >= self.settings.redetect_every
+        if self.tracks and not missing and not periodic:
+            return self._commit(hits)
+        # Whole-frame search: periodically for new faces (quick, downscaled), when a face was
+        # lost, and while no face is followed (the fine small-face search every idle_every frames).
+        fine = not hits and (bool(missing) or self._since_fine >= self.settings.idle_every)
+        found = self._full(rgb, fine=fine)
+        self._since_full = 0
+        result = list(hits)
+        for box, score in found:
+            if any(_iou(box, b) > 0.3 for b, _, _, _ in result):
+                continue  # already followed
+            again = max(missing, key=lambda t: _iou(box, t.box), default=None)
+            if again is not None and _iou(box, again.box) > 0.3:
+                missing.remove(again)
+                again.coast = 0
+                result.append((box, score, again, False))
+            else:
+                result.append((box, score, _Track(self._new_id(), box), True))
+        for track in missing:  # the detector missed a followed face: coast a few frames on landmarks
+            if track.coast < self.settings.coast:
+                track.coast += 1
+                self.stats["coast"] += 1
+                result.append((track.box, float("nan"), track, False))
+        return self._commit(result)
+
+    def _commit(self, result: list[tuple]) -> list[tuple]:
         self.tracks = [t for _, _, t, _ in result]
         for box, _, track, _ in result:
             track.box = box
@@ -290,6 +293,9 @@ def _work(job: dict) -> dict:
                 marks = aligner.landmarks(rgb, [box for box, _, _, _ in found])
                 for (box, score, track, _), lm in zip(found, marks):
                     crop, _, m = align_face(rgb, lm, cfg)
+                    if not np.isfinite(score):  # coasting: the landmarks say where the face went
+                        box = face_box_in_frame(m, cfg)
+                        track.box = box
                     desc = np.full(128, np.nan, np.float32)
                     if frame_index - track.last_descriptor >= settings.identity_every:
                         desc = ident.descriptor(rgb, box, lm)
