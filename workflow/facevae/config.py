@@ -144,6 +144,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     _check_celeba(config)
     _check_render(config)
     _check_faces(config)
+    _check_train(config)
     return config
 
 
@@ -225,6 +226,24 @@ def _check_faces(config: dict) -> None:
                 if video not in videos:
                     raise ConfigError(f"{section}.{person}.exclude.{video}",
                                       f"'{video}' is not one of {person}'s videos ({', '.join(sorted(videos)) or 'none'})")
+
+
+def _check_train(config: dict) -> None:
+    """dfc needs a feature network: a TorchScript file, or CelebA to train one (with enough layers)."""
+    train = config.get("train") or {}
+    if train.get("model") != "dfc":
+        return
+    dfc = train.get("dfc") or {}
+    if dfc.get("feature_net"):
+        if not Path(dfc["feature_net"]).is_file():
+            raise ConfigError("train.dfc.feature_net", f"file not found: {dfc['feature_net']} (a TorchScript feature network)")
+        return
+    if not config.get("celeba"):
+        raise ConfigError("train.dfc.feature_net", "train.model dfc needs a feature network: name a TorchScript file here, "
+                          "or add the celeba section so the workflow trains one on CelebA's attributes")
+    layers = (config.get("featurenet") or {}).get("layers", 3)
+    if len(dfc.get("layer_weights") or []) > layers:
+        raise ConfigError("train.dfc.layer_weights", f"{len(dfc['layer_weights'])} weights but featurenet.layers keeps only {layers} feature maps")
 
 
 def people(config: dict) -> dict[str, dict]:

@@ -1,0 +1,144 @@
+"""Saving, loading and using trained face VAEs.
+
+``model.pt`` is a plain ``torch.save`` dict of tensors and primitives (loadable with ``weights_only=True``)::
+
+    {"format": "facevae-model", "version": 1,
+     "model_config": {"arch": ..., "latent_dim": ..., "width": ..., "image_size": 64},
+     "state_dict": {...}, "info": {...}}   # info: training config, final metrics, split sizes (free-form)
+
+so ``load_model(path)`` rebuilds the network in a fresh process without any training argument.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import FacevaeError
+from .models import VAE, ModelConfig, build_model
+
+MODEL_FORMAT = "facevae-model"
+MODEL_VERSION = 1
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace`` (never a torn file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def save_model(path: str | os.PathLike, model: VAE, info: dict | None = None) -> Path:
+    """Write ``model`` (weights on CPU + its ModelConfig + free-form ``info`` of primitives) atomically."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_torch_save(
+        {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "model_config": model.config.to_dict(),
+            "state_dict": state,
+            "info": info or {},
+        },
+        path,
+    )
+
+
+def _read(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FacevaeError(f"model file {path} not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure is the file's
+        raise FacevaeError(f"model file {path} cannot be read: {err}") from err
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise FacevaeError(f"{path} is not a facevae model file (no format '{MODEL_FORMAT}')")
+    if blob.get("version", 0) > MODEL_VERSION:
+        raise FacevaeError(f"{path} is model format version {blob['version']}; this facevae reads up to {MODEL_VERSION}")
+    return blob
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> VAE:
+    """Rebuild the network stored in ``path`` and load its weights; returned in eval mode on ``device``.
+
+    ``model.config`` is its ModelConfig and ``model.info`` the stored info dict.
+    """
+    blob = _read(path)
+    model = build_model(ModelConfig.from_dict(blob["model_config"]))
+    model.load_state_dict(blob["state_dict"])
+    model.info = blob.get("info", {})
+    return model.to(device).eval()
+
+
+def load_model_info(path: str | os.PathLike) -> dict:
+    """The ``info`` dict of a model file plus its ``model_config`` (no network is built)."""
+    blob = _read(path)
+    return {"model_config": blob["model_config"], **blob.get("info", {})}
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def images_to_tensor(images, device) -> torch.Tensor:
+    """uint8 N x 64 x 64 x 3 (numpy or tensor) -> float N x 3 x 64 x 64 in [0, 1] on ``device``."""
+    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+    if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[-1] != 3:
+        raise FacevaeError(f"images must be uint8 N x H x W x 3, got {x.dtype} {tuple(x.shape)}")
+    return x.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def tensor_to_images(x: torch.Tensor) -> np.ndarray:
+    """float N x 3 x H x W in [0, 1] -> uint8 N x H x W x 3 numpy (rounded)."""
+    return (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def encode(model: VAE, images, batch_size: int = 256) -> np.ndarray:
+    """uint8 faces N x 64 x 64 x 3 -> posterior means ``mu`` (float32 numpy N x latent_dim)."""
+    model.eval()
+    dev = _device_of(model)
+    n = len(images)
+    out = []
+    for i in range(0, n, batch_size):
+        mu, _ = model.encode(images_to_tensor(images[i : i + batch_size], dev))
+        out.append(mu.float().cpu())
+    if not out:
+        return np.zeros((0, model.config.latent_dim), np.float32)
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def decode(model: VAE, z, batch_size: int = 256) -> np.ndarray:
+    """Latent codes N x latent_dim -> uint8 faces N x 64 x 64 x 3 (``sigmoid(logits)``, rounded)."""
+    model.eval()
+    dev = _device_of(model)
+    z = torch.as_tensor(np.asarray(z, dtype=np.float32) if not torch.is_tensor(z) else z).float()
+    if z.dim() != 2 or z.shape[1] != model.config.latent_dim:
+        raise FacevaeError(f"latent codes must be N x {model.config.latent_dim}, got {tuple(z.shape)}")
+    out = [
+        tensor_to_images(torch.sigmoid(model.decode(z[i : i + batch_size].to(dev)).float()))
+        for i in range(0, z.shape[0], batch_size)
+    ]
+    if not out:
+        return np.zeros((0, 64, 64, 3), np.uint8)
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def reconstruct(model: VAE, images, batch_size: int = 256) -> np.ndarray:
+    """uint8 faces -> uint8 reconstructions through the posterior mean (no sampling)."""
+    return decode(model, encode(model, images, batch_size), batch_size)

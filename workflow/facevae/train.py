@@ -1,0 +1,635 @@
+"""Training one actor's face VAE: held-out split, resumable training loop, outputs.
+
+:func:`train_vae` turns ``results/faces/{actor}.h5`` into ``results/models/{actor}/`` (``model.pt``,
+``metrics.tsv``, ``loss.png``, ``reconstructions.png``, ``samples.png``, ``split.tsv``).
+
+* Held-out frames (:func:`holdout_split`) are whole contiguous blocks of each video, spread evenly
+  over it; training frames closer than ``gap_seconds`` to a held-out frame -- and always the
+  dataset rows right next to a block -- are left out of both sets, so no held-out face has a
+  training neighbour.
+* Every random number comes from seeded generators that the checkpoint saves: the model's
+  initialisation (``torch.manual_seed``), and one generator on the training device for the data
+  order, the flips and the reparameterisation noise.
+* The checkpoint (``results/checkpoints/{actor}/ckpt.pt``, outside the rule's declared outputs, which
+  Snakemake deletes when a job fails) is written atomically every ``checkpoint_minutes``, at the
+  end of the run, and when SIGTERM/SIGINT arrives (at the next batch boundary). It holds the model,
+  the optimiser, every RNG state, the current epoch's data order and position, and the metrics so
+  far; a re-run with the same settings and faces resumes from it and ends with weights identical
+  to an uninterrupted run (on CPU). Different settings or faces -> a fingerprint mismatch -> a
+  fresh start. It is deleted once the outputs are written.
+* On CUDA the uint8 dataset lives on the GPU, batches are gathered, flipped and converted there,
+  the forward/backward passes run under bf16 autocast, and losses are accumulated on the GPU: the
+  host only launches work until the end of an epoch (one synchronisation per epoch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import FacevaeError, __version__
+from .losses import DFCLoss, kl_divergence, kl_weight, recon_loss
+from .modelio import atomic_torch_save, save_model
+from .models import DEFAULT_LATENT, ModelConfig, build_model
+
+log = logging.getLogger(__name__)
+
+MODELS = ("conv", "blog", "dfc")
+SPLIT_TRAIN, SPLIT_HELDOUT, SPLIT_GAP = "train", "heldout", "gap"
+CHECKPOINT_FORMAT = "facevae-train-checkpoint"
+METRIC_COLUMNS = ("epoch", "loss", "recon", "kl", "kl_weight", "heldout_mse", "seconds", "images_per_s")
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``train:`` config section (defaults and meanings in workflow/schemas/train.schema.yaml)."""
+
+    model: str = "conv"
+    latent_dim: int | None = None
+    width: int = 32
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta: float = 1.0
+    kl_warmup_epochs: float = 0.0
+    recon_loss: str = "bce"
+    flip: bool = True
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    checkpoint_minutes: float = 5.0
+    holdout: dict = field(default_factory=lambda: {"fraction": 0.1, "blocks": 2, "gap_seconds": 1.0})
+    dfc: dict = field(default_factory=lambda: {"feature_net": None, "layer_weights": [1.0, 1.0, 1.0], "pixel_weight": 0.0})
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> "TrainSettings":
+        section = dict(section or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise FacevaeError(f"unknown train setting(s): {', '.join(unknown)}")
+        defaults = cls()
+        holdout = {**defaults.holdout, **(section.pop("holdout", None) or {})}
+        dfc = {**defaults.dfc, **(section.pop("dfc", None) or {})}
+        settings = cls(**section, holdout=holdout, dfc=dfc)
+        if settings.model not in MODELS:
+            raise FacevaeError(f"train.model must be one of {', '.join(MODELS)}, not {settings.model!r}")
+        return settings
+
+    @property
+    def arch(self) -> str:
+        """The network: ``dfc`` trains the default ``conv`` network with the DFC loss."""
+        return "blog" if self.model == "blog" else "conv"
+
+    def model_config(self) -> ModelConfig:
+        latent = self.latent_dim if self.latent_dim is not None else DEFAULT_LATENT[self.arch]
+        return ModelConfig(arch=self.arch, latent_dim=int(latent), width=int(self.width))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda``/``cuda:N`` must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FacevaeError(f"train.device is {name!r} but CUDA is not available on this machine (use auto or cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise FacevaeError(f"train.device {name!r} is not a device: {err}") from None
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "auto":
+        return device.type == "cuda"
+    return precision == "bf16"
+
+
+# --- data and split ------------------------------------------------------------------------------
+
+
+@dataclass
+class Faces:
+    """An actor's training faces: images plus where each came from (source video, frame, time)."""
+
+    data: np.ndarray  # uint8 N x 64 x 64 x 3
+    source: np.ndarray  # str (N,)
+    frame: np.ndarray  # int64 (N,)
+    time: np.ndarray  # float64 (N,) seconds; frame order where unknown
+    path: str = ""
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def load_faces(path: str | os.PathLike) -> Faces:
+    """Read ``results/faces/{actor}.h5`` (or any blog-format file) and bring the faces to 64 x 64.
+
+    A blog-format file without ``source``/``frame``/``time`` counts as one video in row order.
+    """
+    from .faces.io import read_faces
+
+    found = read_faces(path)
+    data = found["data"]
+    n = len(data)
+    if data.shape[1] != 64:
+        import cv2
+
+        log.info("%s: resizing %d faces from %d px to 64 px", path, n, data.shape[1])
+        data = np.stack([cv2.resize(face, (64, 64), interpolation=cv2.INTER_AREA) for face in data])
+    source = np.asarray(found.get("source", np.array(["dataset"] * n, dtype=object)), dtype=object)
+    frame = np.asarray(found.get("frame", np.arange(n)), dtype=np.int64)
+    times = found.get("time")
+    times = np.asarray(times, dtype=np.float64) if times is not None else frame.astype(np.float64)
+    for key, value in (("source", source), ("frame", frame), ("time", times)):
+        if len(value) != n:
+            raise FacevaeError(f"{path}: dataset '{key}' has {len(value)} rows but 'data' has {n}")
+    return Faces(np.ascontiguousarray(data), source, frame, times, str(path))
+
+
+def holdout_split(source, times, fraction: float = 0.1, blocks: int = 2, gap_seconds: float = 1.0) -> np.ndarray:
+    """Label every face ``train``, ``heldout`` or ``gap`` (str array).
+
+    Per video (``source``), in time order: ``round(fraction * n)`` faces (at least one, for videos
+    of at least 10 faces) are held out as ``blocks`` contiguous runs centred at evenly spaced points
+    of the video. Training faces within ``gap_seconds`` of a held-out face, and the faces right next
+    to each run in the video's order, become ``gap`` (used by neither set).
+    """
+    source = np.asarray(source, dtype=object)
+    times = np.asarray(times, dtype=np.float64)
+    labels = np.full(len(source), SPLIT_TRAIN, dtype=object)
+    for video in sorted(set(source.tolist())):
+        rows = np.flatnonzero(source == video)
+        rows = rows[np.argsort(times[rows], kind="stable")]
+        n = len(rows)
+        if n < 10 or fraction <= 0:
+            continue
+        n_out = max(1, int(round(fraction * n)))
+        n_blocks = max(1, min(int(blocks), n_out))
+        sizes = [n_out // n_blocks + (1 if k < n_out % n_blocks else 0) for k in range(n_blocks)]
+        held = np.zeros(n, dtype=bool)
+        for k, size in enumerate(sizes):
+            start = int(round((k + 0.5) * n / n_blocks - size / 2))
+            start = min(max(start, 0), n - size)
+            held[start : start + size] = True
+        near = np.zeros(n, dtype=bool)
+        edges = np.flatnonzero(np.diff(held.astype(np.int8)) != 0)  # a run starts/ends between i and i+1
+        for i in edges:
+            near[i] = near[i + 1] = True
+        t = times[rows]
+        held_t = t[held]
+        if gap_seconds > 0 and len(held_t):
+            pos = np.searchsorted(np.sort(held_t), t)
+            sorted_t = np.sort(held_t)
+            left = np.abs(t - sorted_t[np.clip(pos - 1, 0, len(sorted_t) - 1)])
+            right = np.abs(t - sorted_t[np.clip(pos, 0, len(sorted_t) - 1)])
+            near |= np.minimum(left, right) <= gap_seconds
+        labels[rows[near & ~held]] = SPLIT_GAP
+        labels[rows[held]] = SPLIT_HELDOUT
+    return labels
+
+
+def write_split(path: str | os.PathLike, faces: Faces, labels: np.ndarray) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame({"index": np.arange(len(faces)), "source": faces.source, "frame": faces.frame, "time": faces.time, "split": labels})
+    _atomic_text(path, table.to_csv(sep="\t", index=False, float_format="%.4f"))
+
+
+# --- checkpoint ----------------------------------------------------------------------------------
+
+
+def _atomic_text(path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _code_hash() -> str:
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in ("train.py", "models.py", "losses.py", "featurenet.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(settings: TrainSettings, faces: Faces, labels: np.ndarray, feature_net: str | None, device: torch.device, threads: int) -> str:
+    """What a checkpoint must match to be resumed: settings (not the checkpoint interval), faces,
+    split, feature net, device type, thread count and the training code."""
+    digest = hashlib.sha256()
+    spec = settings.to_dict()
+    spec.pop("checkpoint_minutes")
+    digest.update(json.dumps(spec, sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(faces.data).tobytes())
+    digest.update("\n".join(labels.tolist()).encode())
+    if feature_net:
+        digest.update(Path(feature_net).read_bytes())
+    digest.update(f"{device.type}|{threads}|{torch.__version__}|{_code_hash()}".encode())
+    return digest.hexdigest()
+
+
+def _rng_states(gen: torch.Generator) -> dict:
+    np_state = np.random.get_state()
+    return {
+        "generator": gen.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(gen: torch.Generator, states: dict) -> None:
+    gen.set_state(states["generator"].cpu())
+    torch.set_rng_state(states["torch"].cpu())
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def load_checkpoint(path: Path, expected: str, device: torch.device) -> dict | None:
+    """The checkpoint at ``path`` if it belongs to this run (fingerprint), else None (logged)."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- a damaged checkpoint only costs a fresh start
+        log.warning("checkpoint %s unreadable (%s): starting afresh", path, err)
+        return None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        log.warning("%s is not a training checkpoint: starting afresh", path)
+        return None
+    if ckpt.get("fingerprint") != expected:
+        log.info("checkpoint %s is from other settings, faces or code: starting afresh", path)
+        return None
+    return ckpt
+
+
+class _StopSignals:
+    """SIGTERM/SIGINT set a flag instead of killing the process mid-step; the loop then checkpoints
+    at the next batch boundary and raises. Restores the previous handlers on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def raise_stop(self, checkpoint: Path):
+        message = f"training stopped by signal {self.signum}; checkpoint saved to {checkpoint}: re-run to resume"
+        log.warning("%s", message)
+        if self.signum == signal.SIGINT:
+            raise KeyboardInterrupt(message)
+        from .rulerun import Terminated
+
+        raise Terminated(message)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def make_loss(settings: TrainSettings, feature_net: str | None, device: torch.device):
+    """``loss(logits, x) -> (reconstruction term, feature term or None)``."""
+    if settings.model != "dfc":
+        return lambda logits, x: recon_loss(logits, x, settings.recon_loss)
+    from .featurenet import load_feature_net
+
+    path = settings.dfc.get("feature_net") or feature_net
+    if not path:
+        raise FacevaeError("train.model is dfc but no feature network was given (train.dfc.feature_net or the featurenet rule)")
+    dfc = DFCLoss(load_feature_net(path, device), settings.dfc["layer_weights"], settings.dfc["pixel_weight"], settings.recon_loss)
+    return lambda logits, x: dfc(logits, x)[0]
+
+
+def _batch(data_u8: torch.Tensor, idx: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
+    """Gather a batch of uint8 NCHW faces, flip half of them horizontally, scale to [0, 1]."""
+    x = data_u8[idx]
+    if flip:
+        mask = torch.rand(idx.shape[0], generator=gen, device=idx.device) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x.float().div_(255.0)
+
+
+@torch.no_grad()
+def reconstruct_mse(model, data_u8: torch.Tensor, batch: int = 256) -> tuple[float, torch.Tensor]:
+    """(mean squared error per pixel in [0, 1] units, reconstructions float NCHW) through mu, eval mode."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=data_u8.device)
+    recons = []
+    for i in range(0, data_u8.shape[0], batch):
+        x = data_u8[i : i + batch].float() / 255.0
+        mu, _ = model.encode(x)
+        r = torch.sigmoid(model.decode(mu).float())
+        total += ((r - x) ** 2).sum(dtype=torch.float64)
+        recons.append(r)
+    model.train(was_training)
+    if not recons:
+        return float("nan"), torch.zeros(0, 3, 64, 64)
+    return float(total.item() / data_u8.numel()), torch.cat(recons)
+
+
+def mean_face_mse(train: np.ndarray, heldout: np.ndarray) -> float:
+    """MSE (pixels in [0, 1]) of predicting every held-out face by the training set's mean face."""
+    mean = train.reshape(len(train), -1).astype(np.float64).mean(0) / 255.0
+    diff = heldout.reshape(len(heldout), -1).astype(np.float64) / 255.0 - mean
+    return float((diff**2).mean())
+
+
+def train_vae(
+    faces_path: str | os.PathLike,
+    outputs: dict,
+    settings: TrainSettings,
+    checkpoint: str | os.PathLike,
+    feature_net: str | None = None,
+    threads: int | None = None,
+    actor: str = "",
+    progress: bool = True,
+) -> dict:
+    """Train one VAE on the faces in ``faces_path``; write ``outputs`` (keys model, metrics, loss_plot,
+    reconstructions, samples, split). Returns the info dict stored in ``model.pt``."""
+    from tqdm.auto import tqdm
+
+    checkpoint = Path(checkpoint)
+    if threads:
+        torch.set_num_threads(int(threads))
+    threads = torch.get_num_threads()
+    faces = load_faces(faces_path)
+    labels = holdout_split(faces.source, faces.time, **settings.holdout)
+    train_rows = np.flatnonzero(labels == SPLIT_TRAIN)
+    held_rows = np.flatnonzero(labels == SPLIT_HELDOUT)
+    who = f"actor {actor}" if actor else str(faces_path)
+    if len(held_rows) == 0:
+        raise FacevaeError(f"{who}: {len(faces)} faces are too few to hold out a block of each video (need 10 per video)")
+    if len(train_rows) < 2:
+        raise FacevaeError(f"{who}: only {len(train_rows)} training faces remain after holding out {len(held_rows)}")
+
+    device = pick_device(settings.device)
+    bf16 = use_bf16(settings.precision, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    expected = fingerprint(settings, faces, labels, settings.dfc.get("feature_net") or feature_net, device, threads)
+
+    random.seed(settings.seed)
+    np.random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    model = build_model(settings.model_config()).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, **({"fused": True} if device.type == "cuda" else {}))
+    gen = torch.Generator(device=device)
+    gen.manual_seed(settings.seed)
+    loss_fn = make_loss(settings, feature_net, device)
+    step_model = torch.compile(model) if settings.compile else model
+
+    train_u8 = torch.from_numpy(faces.data[train_rows]).to(device).permute(0, 3, 1, 2).contiguous()
+    held_u8 = torch.from_numpy(faces.data[held_rows]).to(device).permute(0, 3, 1, 2).contiguous()
+    n_train = train_u8.shape[0]
+    batch_size = min(settings.batch_size, n_train)
+    n_batches = n_train // batch_size
+    baseline = mean_face_mse(faces.data[train_rows], faces.data[held_rows])
+
+    state = {"epoch": 0, "batch": 0, "perm": None, "sums": None, "epoch_seconds": 0.0, "history": [], "seconds": 0.0, "resumed": 0}
+    ckpt = load_checkpoint(checkpoint, expected, device)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimiser.load_state_dict(ckpt["optimiser"])
+        _set_rng_states(gen, ckpt["rng"])
+        state = ckpt["state"]
+        state["resumed"] += 1
+        log.info("resuming from %s at epoch %d, batch %d/%d", checkpoint, state["epoch"] + 1, state["batch"], n_batches)
+
+    def save_checkpoint():
+        atomic_torch_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": expected,
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "rng": _rng_states(gen),
+                "state": state,
+            },
+            checkpoint,
+        )
+
+    log.info(
+        "%s: %d faces -> %d train, %d held out, %d gap; model %s %s; %d epochs x %d batches of %d on %s%s, %d threads",
+        who, len(faces), n_train, len(held_rows), int((labels == SPLIT_GAP).sum()), settings.model,
+        settings.model_config(), settings.epochs, n_batches, batch_size, device, " (bf16)" if bf16 else "", threads,
+    )
+    interval = max(settings.checkpoint_minutes, 0.0) * 60.0
+    last_save = time.monotonic()
+    bar = tqdm(total=settings.epochs, initial=state["epoch"], desc=f"train {actor}".strip(), unit="epoch", file=sys.stderr, disable=not progress)
+    model.train()
+    with _StopSignals() as stop:
+        while state["epoch"] < settings.epochs:
+            epoch = state["epoch"]
+            if state["batch"] == 0:
+                state["perm"] = torch.randperm(n_train, generator=gen, device=device)
+                state["sums"] = torch.zeros(3, dtype=torch.float64, device=device)  # loss, recon, kl (sums over batches)
+                state["epoch_seconds"] = 0.0
+            perm, sums = state["perm"].to(device), state["sums"].to(device)
+            started = time.perf_counter()
+            for b in range(state["batch"], n_batches):
+                x = _batch(train_u8, perm[b * batch_size : (b + 1) * batch_size], gen, settings.flip)
+                weight = kl_weight(settings.beta, settings.kl_warmup_epochs, epoch, b, n_batches)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logits, mu, logvar = step_model(x, gen)
+                rec = loss_fn(logits, x)
+                kl = kl_divergence(mu, logvar)
+                loss = rec + weight * kl
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                sums += torch.stack([loss.detach(), rec.detach(), kl.detach()]).double()
+                state["batch"] = b + 1
+                if stop.signum is not None or (interval > 0 and time.monotonic() - last_save >= interval and b + 1 < n_batches):
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    state["epoch_seconds"] += time.perf_counter() - started
+                    started = time.perf_counter()
+                    state["perm"], state["sums"] = perm, sums
+                    save_checkpoint()
+                    last_save = time.monotonic()
+                    if stop.signum is not None:
+                        bar.close()
+                        stop.raise_stop(checkpoint)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            train_seconds = state["epoch_seconds"] + time.perf_counter() - started
+            held_mse, _ = reconstruct_mse(model, held_u8)
+            means = (sums / n_batches).tolist()
+            row = {
+                "epoch": epoch + 1,
+                "loss": means[0],
+                "recon": means[1],
+                "kl": means[2],
+                "kl_weight": kl_weight(settings.beta, settings.kl_warmup_epochs, epoch, n_batches - 1, n_batches),
+                "heldout_mse": held_mse,
+                "seconds": train_seconds,
+                "images_per_s": n_batches * batch_size / max(train_seconds, 1e-9),
+            }
+            if not all(math.isfinite(row[k]) for k in ("loss", "heldout_mse")):
+                raise FacevaeError(f"{who}: training diverged at epoch {epoch + 1} (loss {row['loss']}); try a lower train.lr")
+            state["history"].append(row)
+            state["seconds"] += train_seconds
+            state.update(epoch=epoch + 1, batch=0, perm=None, sums=None, epoch_seconds=0.0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.1f}", heldout_mse=f"{held_mse:.4f}", img_s=f"{row['images_per_s']:.0f}")
+            log.info("epoch %d/%d: loss %.2f recon %.2f kl %.2f held-out MSE %.5f (mean face %.5f), %.0f images/s",
+                     epoch + 1, settings.epochs, row["loss"], row["recon"], row["kl"], held_mse, baseline, row["images_per_s"])
+            if stop.signum is not None or (time.monotonic() - last_save >= interval and state["epoch"] < settings.epochs):
+                save_checkpoint()
+                last_save = time.monotonic()
+                if stop.signum is not None:
+                    bar.close()
+                    stop.raise_stop(checkpoint)
+    bar.close()
+
+    info = {
+        "actor": actor,
+        "faces": str(faces_path),
+        "faces_sha256": hashlib.sha256(np.ascontiguousarray(faces.data).tobytes()).hexdigest(),
+        "settings": settings.to_dict(),
+        "seed": settings.seed,
+        "n_faces": len(faces),
+        "n_train": int(n_train),
+        "n_heldout": int(len(held_rows)),
+        "n_gap": int((labels == SPLIT_GAP).sum()),
+        "heldout_mse": state["history"][-1]["heldout_mse"] if state["history"] else float("nan"),
+        "meanface_mse": baseline,
+        "device": str(device),
+        "precision": "bf16" if bf16 else "fp32",
+        "threads": threads,
+        "train_seconds": state["seconds"],
+        "resumed": state["resumed"],
+        "torch": torch.__version__,
+        "facevae": __version__,
+    }
+    write_outputs(outputs, model, faces, labels, state["history"], info, settings.seed)
+    checkpoint.unlink(missing_ok=True)
+    return info
+
+
+# --- outputs -------------------------------------------------------------------------------------
+
+
+def write_outputs(outputs: dict, model, faces: Faces, labels: np.ndarray, history: list[dict], info: dict, seed: int) -> None:
+    import pandas as pd
+
+    from .modelio import decode, reconstruct
+
+    model.eval()
+    write_split(outputs["split"], faces, labels)
+    table = pd.DataFrame(history, columns=list(METRIC_COLUMNS))
+    _atomic_text(outputs["metrics"], table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    plot_losses(outputs["loss_plot"], table, info["meanface_mse"])
+
+    held = faces.data[labels == SPLIT_HELDOUT]
+    pick = held[np.linspace(0, len(held) - 1, min(16, len(held))).round().astype(int)]
+    recon = reconstruct(model, pick)
+    rows = []
+    for i in range(0, len(pick), 8):
+        rows += [pick[i : i + 8], recon[i : i + 8]]
+    save_grid(outputs["reconstructions"], rows)
+
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(64, model.config.latent_dim, generator=g)
+    samples = decode(model, z)
+    save_grid(outputs["samples"], [samples[i : i + 8] for i in range(0, 64, 8)])
+    save_model(outputs["model"], model, info)
+
+
+def save_grid(path: str | os.PathLike, rows: list[np.ndarray], scale: int = 2) -> None:
+    """Rows of uint8 HxWx3 RGB faces -> one PNG (rows padded to the longest with grey), written atomically."""
+    import cv2
+
+    width = max(len(r) for r in rows)
+    size = rows[0].shape[1]
+    canvas = np.full((len(rows) * size, width * size, 3), 128, dtype=np.uint8)
+    for r, faces in enumerate(rows):
+        for c, face in enumerate(faces):
+            canvas[r * size : (r + 1) * size, c * size : (c + 1) * size] = face
+    canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    try:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
+            raise FacevaeError(f"cannot write {path}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def plot_losses(path: str | os.PathLike, table, meanface_mse: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(table["epoch"], table["loss"], label="loss")
+    ax1.plot(table["epoch"], table["recon"], label="reconstruction")
+    ax1.plot(table["epoch"], table["kl"], label="KL")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("per image")
+    ax1.set_yscale("log")
+    ax1.legend()
+    ax1.set_title("training loss")
+    ax2.plot(table["epoch"], table["heldout_mse"], marker="o", ms=3, label="held-out MSE")
+    ax2.axhline(meanface_mse, color="grey", ls="--", label="mean face")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("MSE (pixels in [0, 1])")
+    ax2.legend()
+    ax2.set_title("held-out reconstruction")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
