@@ -97,3 +97,39 @@ def test_edit_vector(tmp_path):
         edit_vector(path, {"Smiling": 1}, 8)
     with pytest.raises(FacevaeError, match="attribute vectors file"):
         edit_vector(tmp_path / "none.h5", {"Smiling": 1}, 4)
+
+
+def test_blog_preset_is_a_valid_config_layer():
+    """presets/blog2017.yaml laid over config.yaml (as `--configfile presets/blog2017.yaml` does)."""
+    import yaml
+
+    from conftest import DEFAULT_CONFIG, REPO, deep_merge
+    from facevae.config import validate
+
+    preset = yaml.safe_load((REPO / "presets" / "blog2017.yaml").read_text())
+    assert set(preset) <= {"faces", "train", "render"}  # never the user's actors or drivers
+    config = validate(deep_merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), preset))
+    train = config["train"]
+    assert (train["model"], train["latent_dim"], train["recon_loss"], train["batch_size"]) == ("blog", 100, "bce", 128)
+    assert (train["lr"], train["epochs"], train["flip"]) == (0.01, 100, False)
+    assert config["faces"]["size"] == 64 and config["render"]["layout"] == "side_by_side"
+
+
+@pytest.mark.parametrize("arch", ["blog", "conv"])
+def test_fast_codec_agrees_with_modelio(arch):
+    import torch
+
+    from facevae import modelio
+    from facevae.models import ModelConfig, build_model
+    from facevae.render import Codec
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, latent_dim=12, width=8)).eval()
+    images = np.random.default_rng(0).integers(0, 256, (37, 64, 64, 3), dtype=np.uint8)
+    codec = Codec(model, batch_size=16)
+    mu = codec.encode(images)
+    np.testing.assert_allclose(mu, modelio.encode(model, images), atol=1e-4, rtol=1e-4)
+    faces = codec.decode(mu)
+    assert faces.dtype == np.uint8 and faces.shape == (37, 64, 64, 3)
+    assert np.abs(faces.astype(int) - modelio.decode(model, mu)).max() <= 1
+    assert codec.encode(images[:0]).shape == (0, 12) and codec.decode(mu[:0]).shape == (0, 64, 64, 3)

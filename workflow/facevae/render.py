@@ -553,17 +553,63 @@ class Timings:
         return dataclasses.asdict(self)
 
 
-def encode_track(model, track: DriverTrack, chunk: int = 512) -> np.ndarray:
-    """Posterior means of every kept frame's crop; (N, D) float32 with NaN rows for other frames."""
-    from facevae import modelio
+class Codec:
+    """An actor model's encoder (posterior mean) and decoder, made fast for inference.
 
-    z = np.full((track.n, model.config.latent_dim), np.nan, np.float32)
+    Same contract as ``modelio.encode`` / ``modelio.decode`` (uint8 NHWC faces <-> float32 codes),
+    but the network runs on a channels-last copy of the weights under ``torch.inference_mode`` --
+    on the CPU about twice the frames per second of the default layout, for the same numbers up to
+    float rounding.
+    """
+
+    def __init__(self, model, batch_size: int = 256):
+        import copy
+
+        import torch
+
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        self.latent_dim = model.config.latent_dim
+        self.model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        from facevae import modelio
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(images), self.batch_size):
+                x = modelio.images_to_tensor(images[i : i + self.batch_size], self.device)
+                mu, _ = self.model.encode(x.contiguous(memory_format=torch.channels_last))
+                out.append(mu.float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self.latent_dim), np.float32)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        import torch
+
+        from facevae import modelio
+
+        z = torch.as_tensor(np.asarray(z, np.float32))
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise FacevaeError(f"latent codes must be N x {self.latent_dim}, got {tuple(z.shape)}")
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(z), self.batch_size):
+                logits = self.model.decode(z[i : i + self.batch_size].to(self.device))
+                out.append(modelio.tensor_to_images(torch.sigmoid(logits.float())))
+        return np.concatenate(out) if out else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
+
+
+def encode_track(codec: Codec, track: DriverTrack, chunk: int = 512) -> np.ndarray:
+    """Posterior means of every kept frame's crop; (N, D) float32 with NaN rows for other frames."""
+    z = np.full((track.n, codec.latent_dim), np.nan, np.float32)
     for start in range(0, track.n, chunk):
         stop = min(start + chunk, track.n)
         keep = track.kept[start:stop]
         if keep.any():
             crops = track.read_crops(start, stop)[keep]
-            z[start:stop][keep] = modelio.encode(model, crops)
+            z[start:stop][keep] = codec.encode(crops)
     return z
 
 
@@ -607,6 +653,7 @@ def render_reenactment(
     fps = float(meta.get("fps") or info.fps)
     has_audio = bool(meta.get("has_audio", info.has_audio))
     model = modelio.load_model(model_path, device=pick_device(cfg.device))
+    codec = Codec(model)
     with DriverTrack(track_path) as track:
         n = track.n
         if abs(n - info.frame_count) > 1:
@@ -615,7 +662,7 @@ def render_reenactment(
         if not kept.any():
             log.warning("%s: no kept face in any frame; every panel is blank", track_path)
         t0 = time.perf_counter()
-        z = encode_track(model, track)
+        z = encode_track(codec, track)
         z = smooth_latents(z, kept, cfg.smooth)
         if cfg.edit:
             z = (z + edit_vector(attributes_path, cfg.edit, model.config.latent_dim)).astype(np.float32)
@@ -659,7 +706,7 @@ def render_reenactment(
                 timings.read += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 keep = kept[start:stop]
-                faces = modelio.decode(model, z[start:stop][keep]) if keep.any() else np.zeros((0, 64, 64, 3), np.uint8)
+                faces = codec.decode(z[start:stop][keep]) if keep.any() else np.zeros((0, 64, 64, 3), np.uint8)
                 timings.encode_decode += time.perf_counter() - t0
                 if score and keep.any():
                     t0 = time.perf_counter()

@@ -1,0 +1,113 @@
+"""Acceptance of the render stage on the session's real pipeline run (tests/pipeline_overrides.py):
+d6 trained on the first 25 s of its clip, driven by tpsmm_driving.mp4 (speech, paste-back) and by
+the rest of its own clip (self-reenactment)."""
+
+from __future__ import annotations
+
+import copy
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+import pandas as pd
+import pytest
+
+from facevae import modelio
+from facevae.config import validate
+from facevae.faces.io import read_track
+from facevae.render import Layout, Paster, RenderConfig, read_frames, resize_face
+from facevae.video import probe
+
+pytestmark = [pytest.mark.media, pytest.mark.slow]
+
+COMPRESSION_MEAN, COMPRESSION_P99 = 4.0, 16.0
+
+
+@pytest.fixture(scope="module")
+def run(pipeline):
+    config = validate(copy.deepcopy(pipeline["config"]))
+    return pipeline["workdir"], config
+
+
+def _diff(a, b):
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return float(d.mean()), float(np.percentile(d, 99))
+
+
+def test_tpsmm_drives_d6_frame_for_frame_with_audio(run):
+    wd, config = run
+    out = wd / "results/reenact/d6/tpsmm/driving.mp4"
+    driver = wd / "results/videos/tpsmm/driving.mp4"
+    # Decodes with imageio-ffmpeg, same frame count (+-1) and rate as the driver, with its audio.
+    n_out, _ = imageio_ffmpeg.count_frames_and_secs(str(out))
+    n_drv, _ = imageio_ffmpeg.count_frames_and_secs(str(driver))
+    assert abs(n_out - n_drv) <= 1
+    info = probe(out)
+    assert info.has_audio and info.audio_codec == "aac"
+    assert info.fps == pytest.approx(probe(driver).fps)
+    # The actor panel is what the model says: decode(mu(driver crop)), resized to the panel.
+    cfg = RenderConfig.from_config(config["render"])
+    layout = Layout.for_reenactment(cfg, "d6", "tpsmm", "driving")
+    frames = list(read_frames(out))
+    assert frames[0].shape == (layout.height, layout.width, 3)
+    track = read_track(wd / "results/tracks/tpsmm/driving.h5")
+    model = modelio.load_model(wd / "results/models/d6/model.pt")
+    kept = np.flatnonzero(track["kept"])
+    assert len(kept) > 0.8 * len(track["kept"])
+    sample = kept[np.linspace(0, len(kept) - 1, 8).round().astype(int)]
+    faces = modelio.decode(model, modelio.encode(model, track["crops"][sample]))
+    for face, i in zip(faces, sample):
+        mean, p99 = _diff(layout.crop(frames[i], "actor"), resize_face(face, cfg.panel_size, cfg.interpolation))
+        assert mean < COMPRESSION_MEAN and p99 < COMPRESSION_P99, (int(i), mean, p99)
+    # ... and not merely some face of d6: a face decoded from another frame is farther off.
+    far = [_diff(layout.crop(frames[i], "actor"), resize_face(faces[(k + 4) % len(faces)], cfg.panel_size))[0]
+           for k, i in enumerate(sample)]
+    assert np.median(far) > 1.5 * COMPRESSION_MEAN
+
+
+def test_paste_back_leaves_the_frame_outside_the_mask(run):
+    wd, config = run
+    cfg = RenderConfig.from_config(config["render"])
+    pasted = list(read_frames(wd / "results/reenact/d6/tpsmm/driving.paste.mp4"))
+    driver = list(read_frames(wd / "results/videos/tpsmm/driving.mp4"))
+    assert abs(len(pasted) - len(driver)) <= 1 and pasted[0].shape == driver[0].shape
+    track = read_track(wd / "results/tracks/tpsmm/driving.h5")
+    paster = Paster(track["crops"].shape[1], float(track["attrs"]["template_scale"]),
+                    float(track["attrs"]["template_offset_y"]), cfg.feather)
+    inside_changed = []
+    for i in np.flatnonzero(track["kept"])[::10]:
+        alpha = paster.alpha(track["transforms"][i], driver[i].shape)
+        assert 0.02 < (alpha > 0).mean() < 0.6
+        outside = cv2.dilate((alpha > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+        mean, p99 = _diff(pasted[i][outside], driver[i][outside])
+        assert mean < COMPRESSION_MEAN and p99 < COMPRESSION_P99, (int(i), mean, p99)
+        inside_changed.append(_diff(pasted[i][alpha > 0.5], driver[i][alpha > 0.5])[0])
+    assert np.median(inside_changed) > 2 * COMPRESSION_MEAN
+
+
+def test_self_reenactment_follows_the_mouth(run):
+    wd, _ = run
+    score = pd.read_csv(wd / "results/reenact/d6/d6rest/rest.tsv", sep="\t").set_index("measure")
+    mouth = score.loc["mouth_open"]
+    print("\nself-reenactment d6 <- d6rest:\n" + score.to_string())
+    assert mouth.scored_frames > 200
+    assert mouth.pearson >= 0.5
+    assert abs(mouth.shuffled_pearson) <= 0.2
+    assert abs(mouth.shuffled_mean) <= 0.05
+    # The other pictures of the job exist and are not empty.
+    for name in ("rest.expression.png", "rest.sheet.png"):
+        image = cv2.imread(str(wd / "results/reenact/d6/d6rest" / name))
+        assert image is not None and image.std() > 10
+    series = pd.read_csv(wd / "results/reenact/d6/d6rest/rest.series.tsv", sep="\t")
+    assert len(series) == mouth.frames
+
+
+def test_explore_outputs(run):
+    wd, config = run
+    ex = config["explore"]
+    for actor in config["actors"]:
+        folder = wd / "results/explore" / actor
+        assert probe(folder / "walk.mp4").frame_count == (ex["walk"]["points"] - 1) * ex["walk"]["steps"] + 1
+        assert probe(folder / "interpolate.mp4").frame_count == 2 * ex["interpolate"]["steps"] - 2
+        grid = cv2.imread(str(folder / "samples.png"))
+        assert grid.shape[:2] == (ex["samples"]["rows"] * 66 + 2, ex["samples"]["cols"] * 66 + 2)
