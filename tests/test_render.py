@@ -205,3 +205,38 @@ def test_output_metadata_names_the_render(side_by_side):
     line = next(line for line in report.splitlines() if line.startswith("comment="))
     meta = json.loads(line.removeprefix("comment=").replace("\\", ""))
     assert meta["actor"] == "actor" and meta["layout"] == "side_by_side"
+
+
+def test_workflow_plans_cross_reenactment_and_edits(media, tmp_path):
+    """Dry run: an actor drives another actor (its own tracks), render.edit pulls in the attribute
+    vectors, paste_back adds the face-swap video; every reenact job gets what it needs."""
+    import yaml
+
+    from conftest import REPO, run_snakemake
+
+    celeba = media("celeba/list_attr_celeba.txt").parent
+    config = {
+        "actors": {"a": {"videos": {"v5": {"path": str(media("videos/lp_d5.mp4"))}}},
+                   "b": {"videos": {"v7": {"path": str(media("videos/lp_d7.mp4"))}}}},
+        "reenact": [{"actor": "a", "driver": "b"}],
+        "celeba": {"images": str(celeba / "img_align_celeba_89x109"), "attributes": str(celeba / "list_attr_celeba.txt")},
+        "render": {"edit": {"Smiling": 1.5}, "paste_back": True},
+    }
+    result = run_snakemake(tmp_path, config, "--dry-run", "--quiet", "all", "--detailed-summary")
+    out = result.output
+    for path in ("results/reenact/a/b/v7.mp4", "results/reenact/a/b/v7.paste.mp4", "results/reenact/a/b/v7.tsv",
+                 "results/explore/a/walk.mp4", "results/explore/b/samples.png"):
+        assert path in out, path
+    assert "results/reenact/b/" not in out  # only the configured pair
+    # The reenact job's inputs, as Snakemake planned them.
+    plan = run_snakemake(tmp_path, config, "--dry-run", "--forceall", "results/reenact/a/b/v7.mp4").output
+    block = plan[plan.index("rule reenact:"):]
+    inputs = block[block.index("input:"):].split("\n", 1)[0]
+    for path in ("results/tracks/b/v7.h5", "results/videos/b/v7.mp4", "results/videos/b/v7.json",
+                 "results/models/a/model.pt", "results/attributes/a.h5"):
+        assert path in inputs, (path, inputs)
+    # Edits without the celeba section: one error naming the key, before any job.
+    del config["celeba"]
+    bad = run_snakemake(tmp_path / "bad", config, "--dry-run", check=False)
+    assert bad.returncode != 0 and "render.edit.Smiling" in bad.output and "celeba" in bad.output
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["reenact"][0]["driver"] == "b"
