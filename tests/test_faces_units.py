@@ -251,3 +251,4 @@ def test_rule_helpers():
     import re
 
     assert re.fullmatch(frules.name_pattern(["a", "b-c"]), "b-c") and not re.fullmatch(frules.name_pattern([]), "")
+

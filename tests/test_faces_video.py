@@ -184,3 +184,24 @@ def test_clip_without_faces_fails_with_counts(tmp_path):
     assert not (work / "results/faces/empty.h5").exists()
     np.testing.assert_array_equal(read_faces(work / "results/faces/blog.h5")["data"], faces)
     assert json.loads((work / "results/faces/blog/counts.json").read_text())["in_dataset"] == 5
+
+
+def test_workers_survive_a_parent_that_used_opencv_threads(media, tmp_path):
+    """OpenCV's thread pool does not survive fork(): the tracker must not hang when the calling
+    process already ran multi-threaded OpenCV code (here: big colour conversions) before forking."""
+    import subprocess
+    import sys
+
+    clip, package = media("videos/tpsmm_driving.mp4"), str(REPO / "workflow")
+    code = (f"import sys; sys.path.insert(0, {package!r}); import cv2, numpy as np\n"
+            "big = np.random.default_rng(0).integers(0, 255, (1080, 1920, 3), dtype=np.uint8)\n"
+            "[cv2.cvtColor(big, cv2.COLOR_BGR2RGB) for _ in range(3)]\n"
+            "from facevae.faces.track import extract_track\n"
+            f"s = extract_track({str(clip)!r}, {str(tmp_path / 't.h5')!r}, person='p', name='v', role='driver',"
+            " faces_cfg={'aligner': 'dlib'}, workers=2, progress=False)\n"
+            "print(s['frames'], s['workers'])\n")
+    log = tmp_path / "out.txt"
+    with open(log, "w") as out:  # (with pipes instead of a file the hang is rarer, not gone)
+        code_rc = subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, timeout=120).returncode
+    assert code_rc == 0, log.read_text()[-2000:]
+    assert log.read_text().split()[-2:] == ["169", "2"]

@@ -116,15 +116,20 @@ class DlibAligner:
 
     def landmarks(self, rgb: np.ndarray, boxes: list[Box]) -> list[np.ndarray]:
         """68 landmarks per box (float32 (68, 2), pixels of ``rgb``), the predictor started from each box."""
-        rgb = _as_rgb(rgb)
-        img = _resize(rgb, self.upsample)
+        rgb = np.asarray(rgb)
+        img = _resize(_as_rgb(rgb), self.upsample) if self.upsample != 1.0 else rgb
         out = []
         for box in boxes:
-            x0, y0, x1, y1 = (v * self.upsample for v in box)
-            rect = self._dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)) - 1, int(round(y1)) - 1)
-            shape = self._predictor(img, rect)
-            pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
-            out.append(from_scaled(pts, self.upsample))
+            x0, y0, x1, y1 = (int(round(v * self.upsample)) for v in box)
+            # The predictor only looks near the box: hand it that region (converting a whole frame
+            # to dlib's image type costs as much as the prediction itself).
+            pad = max(x1 - x0, y1 - y0) // 2 + 2
+            ox, oy = max(0, x0 - pad), max(0, y0 - pad)
+            region = np.ascontiguousarray(img[oy:max(oy + 1, y1 + pad), ox:max(ox + 1, x1 + pad)])
+            rect = self._dlib.rectangle(x0 - ox, y0 - oy, x1 - ox - 1, y1 - oy - 1)
+            shape = self._predictor(region, rect)
+            pts = np.array([(p.x + ox, p.y + oy) for p in shape.parts()], dtype=np.float32)
+            out.append(from_scaled(pts, self.upsample) if self.upsample != 1.0 else pts)
         return out
 
     def detect(self, rgb: np.ndarray) -> list[Face]:

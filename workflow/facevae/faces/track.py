@@ -53,6 +53,7 @@ DRIVER_REASONS = (NO_FACE, NOT_PERSON, SEVERAL, EXCLUDED)
 
 # The template face's detector box is this many times the crop side (align._TEMPLATE_FACE_BOX).
 _BLOCK = 256  # frames per block file
+_ROI_HALF = 0.85  # half side of the region searched around a followed face, in face widths
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,9 @@ class FrameTracker:
         x0, y0, x1, y1 = box
         w = max(x1 - x0, y1 - y0, 1.0)
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        rx0, ry0 = int(max(0, cx - w)), int(max(0, cy - w))
-        rx1, ry1 = int(min(self.width, cx + w)), int(min(self.height, cy + w))
+        half = w * _ROI_HALF  # the face may move a third of its width between frames
+        rx0, ry0 = int(max(0, cx - half)), int(max(0, cy - half))
+        rx1, ry1 = int(min(self.width, cx + half)), int(min(self.height, cy + half))
         if rx1 - rx0 < 8 or ry1 - ry0 < 8:
             return None
         scale = self.settings.roi_face_px / w if self._native else 1.0
@@ -376,13 +378,20 @@ def run_workers(video: Path, layout: dict, aligner_kw: dict, cfg: AlignConfig, s
             return result
         ctx = mp.get_context("fork")  # fork: rule scripts are not importable modules (no re-import)
         counter = ctx.Value("i", 0)
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
-            pending = pool.map_async(_work, jobs)
-            while not pending.ready():
-                pending.wait(1.0)
-                bar.n = min(counter.value, bar.total)
-                bar.refresh()
-            result = pending.get()
+        # OpenCV's thread pool does not survive a fork: a child touching it waits forever for
+        # threads that were not copied. One thread in the parent while forking = no pool to inherit.
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
+                pending = pool.map_async(_work, jobs)
+                while not pending.ready():
+                    pending.wait(1.0)
+                    bar.n = min(counter.value, bar.total)
+                    bar.refresh()
+                result = pending.get()
+        finally:
+            cv2.setNumThreads(cv_threads)
         bar.n = sum(r["frames"] for r in result)
         bar.refresh()
         return sorted(result, key=lambda r: r["worker"])
