@@ -18,12 +18,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("face_alignment")
 
 
-@pytest.fixture()
-def hub(tmp_path):
-    """A temporary torch hub folder holding a random FAN under face-alignment's file name."""
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """A temporary torch hub folder holding a random FAN under face-alignment's file name.
+
+    (FAN is a 4-stack hourglass: one forward pass takes seconds on a CPU, so the tests make few.)"""
     from face_alignment.api import models_urls
     from face_alignment.models import FAN
 
+    tmp_path = tmp_path_factory.mktemp("torch")
     previous = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
     checkpoints = tmp_path / "hub" / "checkpoints"
@@ -38,13 +41,13 @@ def hub(tmp_path):
         torch.hub.set_dir(previous)
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def blazeface(media):
     folder = media("weights/blazeface/blazeface.pth").parent
     return {"detector": "blazeface", "detector_path": str(folder / "blazeface.pth"), "anchors_path": str(folder / "anchors.npy")}
 
 
-def test_face_alignment_adapter_auto_and_missing_file(hub, blazeface, media):
+def test_face_alignment_adapter_and_auto(hub, blazeface, media):
     from facevae.faces.aligners import aligner_kwargs, make_aligner
 
     # auto picks face_alignment because its weights are now on disk (config keys as in config.yaml)
@@ -64,28 +67,36 @@ def test_face_alignment_adapter_auto_and_missing_file(hub, blazeface, media):
     centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
     assert np.all(np.abs(face.landmarks - centre) <= half + (y1 - y0) * 0.12)
 
-    # without the FAN file: one clear error naming the file and where it goes; auto falls back
-    hub.unlink()
-    with pytest.raises(FacevaeError) as err:
-        make_aligner("face_alignment", **blazeface)
-    message = str(err.value)
-    assert "2DFAN4-11f355bf06.pth.tar" in message and str(hub.parent) in message and "faces.aligner" in message
-    assert make_aligner("auto", **blazeface).name == "dlib"
-
 
 def test_tracks_record_the_backend_that_ran(hub, blazeface, media, tmp_path):
-    """A 2-frame clip through the tracker with face_alignment: the file says face_alignment."""
+    """A 1-frame clip through the tracker with face_alignment: the file says face_alignment."""
     from facevae.faces.io import read_track
     from facevae.faces.track import extract_track
     from facevae.video import ffmpeg_exe
 
-    clip = tmp_path / "two.mp4"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(media("videos/tpsmm_driving.mp4")), "-frames:v", "2",
+    clip = tmp_path / "one.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(media("videos/tpsmm_driving.mp4")), "-frames:v", "1",
                     "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True)
     out = tmp_path / "t.h5"
-    extract_track(clip, out, person="p", name="two", role="driver", progress=False,
+    extract_track(clip, out, person="p", name="one", role="driver", progress=False,
                   faces_cfg={"aligner": "auto", "face_alignment": blazeface})
     track = read_track(out)
     assert track["attrs"]["aligner"] == "face_alignment"
-    assert len(track["frame"]) == 2 and track["kept"].all()
+    assert len(track["frame"]) == 1 and track["kept"].all()
     assert np.isfinite(track["landmarks"]).all() and track["crops"].any()
+
+
+def test_missing_fan_file_error_and_auto_fallback(hub, blazeface):
+    """Without the FAN file: one clear error naming the file and where it goes; auto falls back."""
+    from facevae.faces.aligners import make_aligner
+
+    away = hub.with_name("moved-away")
+    hub.rename(away)
+    try:
+        with pytest.raises(FacevaeError) as err:
+            make_aligner("face_alignment", **blazeface)
+        message = str(err.value)
+        assert "2DFAN4-11f355bf06.pth.tar" in message and str(hub.parent) in message and "faces.aligner" in message
+        assert make_aligner("auto", **blazeface).name == "dlib"
+    finally:
+        away.rename(hub)
