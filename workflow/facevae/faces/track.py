@@ -226,7 +226,12 @@ class FrameTracker:
 # --- worker ------------------------------------------------------------------------------------
 
 
-def _open(path: str) -> cv2.VideoCapture:
+def _open(path: str, threads: int | None = None) -> cv2.VideoCapture:
+    """OpenCV capture; ``threads`` limits the decoder's threads (workers already use every core)."""
+    if threads:
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, int(threads)])
+        if cap.isOpened():
+            return cap
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise FacevaeError(f"{path}: OpenCV cannot open this video")
@@ -275,7 +280,7 @@ def _work(job: dict) -> dict:
     settings, cfg = job["settings"], job["align"]
     # Models loaded by the parent before forking are inherited (loading dlib's takes ~2 s).
     aligner = _SHARED.get("aligner") or make_aligner(**job["aligner"])
-    cap = _open(job["video"])
+    cap = _open(job["video"], threads=1)
     block_dir = Path(job["block_dir"])
     counter = _COUNTER
     frame_index = 0
