@@ -97,7 +97,7 @@ Target: >= 100 aligned faces/s with 2 workers on this 2-core machine.
 |---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-Machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}.
+Machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}; nice value {os.nice(0)}.
 Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in load_before)}; after: {', '.join(f'{v:.2f}' for v in load_after)}
 (other engineers' jobs share the cores: with a load above 2 every rate here is lower than on an idle machine).
 """
