@@ -1,6 +1,6 @@
 """Fast per-video extraction: every decoded frame -> the person's aligned face, measures and verdict.
 
-How it stays fast (lp_d6, 480x480, ~8 ms a frame on one core):
+How it stays fast (lp_d6, 480x480: 5-10 ms of CPU a frame, see bench/results/faces.md):
 
 - The full-frame detector does not run on every frame. A face found in one frame is looked for in
   the next one only in a small region around its previous box, shrunk so the face is ~90 px
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
-import os
 import shutil
 import tempfile
 import time
