@@ -110,6 +110,9 @@ def test_track_and_faces_files_round_trip(tmp_path):
     assert list(back["reason"]) == rows["reason"]
     assert back["attrs"]["person"] == "p" and back["attrs"]["fps"] == 25.0 and back["attrs"]["size"] == 64
     assert not list(tmp_path.glob(".*tmp"))
+    assert "crops" not in fio.read_track(path, crops=False)
+    index = [4, 0, 4, 2]  # any order, repeats, read in chunks of 2 rows
+    np.testing.assert_array_equal(fio.read_rows(path, index, chunk=2), rows["crops"][index])
 
     faces = fio.write_faces(tmp_path / "f.h5", rows["crops"][:3], {"aligner": "dlib"}, source=["v"] * 3,
                             frame=np.arange(3), time=np.zeros(3), landmarks=np.zeros((3, 68, 2), np.float32))

@@ -34,6 +34,11 @@ TABLE_COLUMNS = ["video", "frame", "time", "n_faces", "face_px", "score", "blur"
                  "identity_distance", "track_id", "flags", "track_reason", "in_dataset", "reason"]
 
 
+def _spread(n: int, k: int) -> np.ndarray:
+    """At most ``k`` indices evenly spread over range(n)."""
+    return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int)) if n else np.zeros(0, int)
+
+
 def _thumb(crop: np.ndarray) -> np.ndarray:
     grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
     return cv2.resize(grey, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -46,11 +51,11 @@ def sample_bins(time: np.ndarray, fps: float | None) -> np.ndarray:
     return np.floor(np.asarray(time) * float(fps) + 1e-6).astype(np.int64)
 
 
-def select(track: dict, fps: float | None, duplicate: float) -> tuple[np.ndarray, np.ndarray]:
+def select(track: dict, fps: float | None, duplicate: float, crops=None) -> tuple[np.ndarray, np.ndarray]:
     """(chosen, duplicate) boolean masks over the frames of one track file.
 
     chosen: the sharpest kept frame of each sampling bin; duplicate: chosen but too close to the
-    previously accepted face."""
+    previously accepted face. ``crops(index) -> array`` reads crops (default: ``track["crops"]``)."""
     kept, blur = track["kept"], np.nan_to_num(track["blur"], nan=-1.0)
     bins = sample_bins(track["time"], fps)
     chosen = np.zeros(len(kept), bool)
@@ -62,12 +67,16 @@ def select(track: dict, fps: float | None, duplicate: float) -> tuple[np.ndarray
     chosen[list(best.values())] = True
     dup = np.zeros(len(kept), bool)
     last = None
-    for i in np.flatnonzero(chosen):
-        thumb = _thumb(track["crops"][i])
-        if last is not None and float(np.abs(thumb - last).mean()) < duplicate:
-            dup[i] = True
-            continue
-        last = thumb
+    picked = np.flatnonzero(chosen)
+    read = crops or (lambda index: track["crops"][index])
+    for start in range(0, len(picked), 2048):
+        part = picked[start:start + 2048]
+        for i, crop in zip(part, read(part)):
+            thumb = _thumb(crop)
+            if last is not None and float(np.abs(thumb - last).mean()) < duplicate:
+                dup[i] = True
+                continue
+            last = thumb
     return chosen, dup
 
 
@@ -163,10 +172,14 @@ def assemble(
     data_parts: dict[str, list] = {k: [] for k in ("data", "landmarks", "source", "frame", "time")}
     first_attrs = None
     for video, path in sorted(tracks.items()):
-        track = fio.read_track(path)
+        track = fio.read_track(path, crops=False)  # crops are read row by row where needed
+
+        def crops(index, path=path):
+            return fio.read_rows(path, index)
+
         first_attrs = first_attrs or track["attrs"]
         if role == "actor":
-            chosen, dup = select(track, fps, duplicate)
+            chosen, dup = select(track, fps, duplicate, crops)
             use = chosen & ~dup
         else:
             chosen = dup = None
@@ -174,9 +187,9 @@ def assemble(
         df = table_of(video, track, chosen, dup)
         tables.append(df)
         idx = np.flatnonzero(use)
-        kept_parts.append(track["crops"][idx])
+        kept_parts.append(crops(idx[_spread(len(idx), 320)]))
         if out_faces is not None:
-            data_parts["data"].append(track["crops"][idx])
+            data_parts["data"].append(crops(idx))
             data_parts["landmarks"].append(track["landmarks"][idx])
             data_parts["source"].extend([video] * len(idx))
             data_parts["frame"].append(track["frame"][idx])
@@ -188,7 +201,7 @@ def assemble(
             if reason == "no face":
                 rejected.setdefault(reason, [])
                 continue
-            rejected.setdefault(reason, []).append(track["crops"][where[np.linspace(0, len(where) - 1, min(len(where), 64)).round().astype(int)]])
+            rejected.setdefault(reason, []).append(crops(where[_spread(len(where), 64)]))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=TABLE_COLUMNS)
     counts = _counts(table, person, role)
     if counts["in_dataset"] == 0:
@@ -199,7 +212,7 @@ def assemble(
         )
     _write_text(out_table, table.to_csv(sep="\t", index=False))
     kept = np.concatenate(kept_parts) if kept_parts else np.zeros((0, 64, 64, 3), np.uint8)
-    write_png(out_kept, contact_sheet(kept, f"{person}: {len(kept)} faces kept ({role}) - evenly spread sample", max_faces=320))
+    write_png(out_kept, contact_sheet(kept, f"{person}: {counts['in_dataset']} faces kept ({role}) - evenly spread sample", max_faces=320))
     sheets = []
     for reason in [r for r in (*REASONS, DUPLICATE) if r in rejected]:
         n = int((table["reason"] == reason).sum())

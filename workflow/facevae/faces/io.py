@@ -82,7 +82,7 @@ def _write(path: Path | str, datasets: dict, attrs: dict, compress: tuple[str, .
     return path
 
 
-def _read(path: Path | str, what: str, required: tuple[str, ...]) -> dict:
+def _read(path: Path | str, what: str, required: tuple[str, ...], skip: tuple[str, ...] = ()) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FacevaeError(f"{what} file not found: {path}")
@@ -93,7 +93,7 @@ def _read(path: Path | str, what: str, required: tuple[str, ...]) -> dict:
                 raise FacevaeError(f"{path} is not a {what} file: dataset(s) {', '.join(missing)} missing")
             out = {}
             for key, node in h5.items():
-                if not isinstance(node, h5py.Dataset):
+                if not isinstance(node, h5py.Dataset) or key in skip:
                     continue
                 if h5py.check_string_dtype(node.dtype) is not None:
                     out[key] = np.array(node.asstr()[()], dtype=object)
@@ -117,9 +117,32 @@ def write_track(path: Path | str, rows: dict, attrs: dict) -> Path:
     return _write(path, rows, attrs, compress=("crops",))
 
 
-def read_track(path: Path | str) -> dict:
-    """A track file as a dict of numpy arrays (strings as object arrays of str) plus ``attrs``."""
-    return _read(path, "tracks", TRACK_REQUIRED)
+def read_track(path: Path | str, crops: bool = True) -> dict:
+    """A track file as a dict of numpy arrays (strings as object arrays of str) plus ``attrs``.
+
+    ``crops=False`` leaves the crops out (a long video's crops are large): read the rows you need
+    with :func:`read_rows`."""
+    return _read(path, "tracks", TRACK_REQUIRED, skip=() if crops else ("crops",))
+
+
+def read_rows(path: Path | str, index, dataset: str = "crops", chunk: int = 4096) -> np.ndarray:
+    """Rows ``index`` (ints, any order) of one dataset, read in bounded chunks."""
+    index = np.asarray(index, dtype=np.int64).reshape(-1)
+    with h5py.File(path, "r") as h5:
+        node = h5[dataset]
+        out = np.empty((len(index), *node.shape[1:]), dtype=node.dtype)
+        if len(index) == 0:
+            return out
+        order = np.argsort(index, kind="stable")
+        ordered = index[order]
+        start = 0
+        while start < len(ordered):
+            lo = int(ordered[start])
+            stop = int(np.searchsorted(ordered, lo + chunk, side="left"))
+            block = node[lo:int(ordered[stop - 1]) + 1]
+            out[order[start:stop]] = block[ordered[start:stop] - lo]
+            start = stop
+    return out
 
 
 def write_faces(path: Path | str, data: np.ndarray, attrs: dict, **extra) -> Path:
