@@ -162,7 +162,7 @@ def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900, c
 
 
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory, media_server):
+def pipeline(tmp_path_factory, media_server, media):
     """ONE real run of the default config.yaml (URLs on the loopback server) per test session.
 
     Many tests read its outputs; none may modify them.
