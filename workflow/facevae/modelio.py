@@ -11,6 +11,7 @@ so ``load_model(path)`` rebuilds the network in a fresh process without any trai
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -42,8 +43,12 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
 
 
 def save_model(path: str | os.PathLike, model: VAE, info: dict | None = None) -> Path:
-    """Write ``model`` (weights on CPU + its ModelConfig + free-form ``info`` of primitives) atomically."""
+    """Write ``model`` (weights on CPU + its ModelConfig + free-form ``info``) atomically.
+
+    ``info`` goes through JSON (anything else becomes its string), so the file stays loadable with
+    ``weights_only=True``."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    info = json.loads(json.dumps(info or {}, default=str))
     return atomic_torch_save(
         {
             "format": MODEL_FORMAT,

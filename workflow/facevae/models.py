@@ -26,7 +26,8 @@ Architectures (``ModelConfig.arch``):
     blocks (BN-SiLU-conv3x3 twice, last conv zero-initialised so each block starts as the identity)
     at 32/16/8/4 px with 4x4 stride-2 downsampling convolutions (w, 2w, 4w, 8w channels); the decoder
     mirrors it with nearest-neighbour upsampling + 3x3 convolutions (no transposed-convolution
-    checkerboard artefacts) up to 64 px and a BN-SiLU-conv3x3 head giving logits.
+    checkerboard artefacts) up to 64 px and a BN-SiLU-conv3x3 head, plus a per-pixel output bias
+    initialised to the training faces' mean (logits), so training starts from the mean face.
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ class VAE(nn.Module):
         z = self.reparameterize(mu, logvar, generator)
         return self.decode(z), mu, logvar
 
+    def init_from_data(self, mean_face: torch.Tensor) -> None:
+        """Data-dependent initialisation before training (``mean_face``: float 3 x 64 x 64 in [0, 1],
+        the training faces' mean); the default does nothing."""
+
 
 # ----------------------------------------------------------------------------------------------- blog
 
@@ -128,6 +133,13 @@ class BlogVAE(VAE):
             up(64, 32, 6),  # 13 -> 30
             nn.ConvTranspose2d(32, 3, 6, stride=2),  # 30 -> 64, logits
         )
+        # TensorFlow's defaults, which the 2017 code used: Glorot-uniform weights, zero biases.
+        # (PyTorch's smaller default weights shrink the signal through the normalisation-free
+        # decoder, and the network then takes several times as many steps to leave the grey start.)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def encode(self, x):
         h = self.encoder(x)
@@ -216,6 +228,10 @@ class ConvVAE(VAE):
             nn.SiLU(),
             nn.Conv2d(head, 3, 3, padding=1),
         )
+        # A per-pixel output bias: the decoder adds the difference from a base image, which
+        # init_from_data sets to the training set's mean face, so training starts at the mean face
+        # instead of spending its first epochs learning it from grey.
+        self.out_bias = nn.Parameter(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
 
     def encode(self, x):
         h = self.fc_enc(self.encoder(x * 2.0 - 1.0))
@@ -223,7 +239,11 @@ class ConvVAE(VAE):
         return mu, logvar
 
     def decode(self, z):
-        return self.decoder(self.fc_dec(z))
+        return self.decoder(self.fc_dec(z)) + self.out_bias
+
+    @torch.no_grad()
+    def init_from_data(self, mean_face: torch.Tensor) -> None:
+        self.out_bias.copy_(torch.logit(mean_face.float().clamp(0.01, 0.99)).reshape(self.out_bias.shape))
 
 
 _CLASSES = {"blog": BlogVAE, "conv": ConvVAE}

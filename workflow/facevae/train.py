@@ -415,7 +415,9 @@ def train_vae(
     random.seed(settings.seed)
     np.random.seed(settings.seed)
     torch.manual_seed(settings.seed)
-    model = build_model(settings.model_config()).to(device)
+    model = build_model(settings.model_config())
+    model.init_from_data(torch.from_numpy(faces.data[train_rows]).float().mean(0).permute(2, 0, 1) / 255.0)
+    model = model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, **({"fused": True} if device.type == "cuda" else {}))
     gen = torch.Generator(device=device)
     gen.manual_seed(settings.seed)
@@ -475,7 +477,7 @@ def train_vae(
                 weight = kl_weight(settings.beta, settings.kl_warmup_epochs, epoch, b, n_batches)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits, mu, logvar = step_model(x, gen)
-                rec = loss_fn(logits, x)
+                    rec = loss_fn(logits, x)  # float32 (pixel losses upcast; a DFC net runs in bf16)
                 kl = kl_divergence(mu, logvar)
                 loss = rec + weight * kl
                 optimiser.zero_grad(set_to_none=True)
@@ -543,7 +545,7 @@ def train_vae(
         "threads": threads,
         "train_seconds": state["seconds"],
         "resumed": state["resumed"],
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "facevae": __version__,
     }
     write_outputs(outputs, model, faces, labels, state["history"], info, settings.seed)
