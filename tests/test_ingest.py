@@ -8,6 +8,7 @@ import pytest
 
 from conftest import run_snakemake, loopback_config
 from facevae import video as vid
+from facevae.config import time_to_seconds
 
 LP = "KwaiVGI/LivePortrait/1986663be3b6902605d32200c01f4bfd36cda83d/assets/examples/driving/"
 TPSMM = "yoyo-nb/Thin-Plate-Spline-Motion-Model/c616878812c9870ed81ac72561be2676fd7180e2/assets/driving.mp4"
@@ -22,18 +23,22 @@ def leftovers(workdir):
 
 
 def test_default_config_downloads_every_clip(pipeline, media):
-    workdir = pipeline["workdir"]
-    expected = {"d6/d6": "videos/lp_d6.mp4", "d10/d10": "videos/lp_d10.mp4", "tpsmm/driving": "videos/tpsmm_driving.mp4"}
-    for stem, relpath in expected.items():
-        mp4, meta = workdir / f"results/videos/{stem}.mp4", workdir / f"results/videos/{stem}.json"
+    workdir, config = pipeline["workdir"], pipeline["config"]
+    expected = {("d6", "d6"): "videos/lp_d6.mp4", ("d10", "d10"): "videos/lp_d10.mp4", ("tpsmm", "driving"): "videos/tpsmm_driving.mp4"}
+    for (person, video), relpath in expected.items():
+        mp4, meta = workdir / f"results/videos/{person}/{video}.mp4", workdir / f"results/videos/{person}/{video}.json"
         info = json.loads(meta.read_text())
         source = vid.probe(media(relpath))
-        # No start/end: the clip arrives byte for byte as published.
-        assert info["sha256"] == vid.sha256(media(relpath)) == vid.sha256(mp4)
-        assert info["frame_count"] == source.frame_count > 0
+        entry = {**config.get("actors", {}), **config.get("drivers", {})}[person]["videos"][video]
+        assert info["source"]["url"] == entry["url"] and info["tools"]["yt_dlp"]
+        assert info["sha256"] == vid.sha256(mp4)
         assert info["fps"] == source.fps and (info["width"], info["height"]) == (source.width, source.height)
-        assert info["source"]["url"].endswith(relpath.split("_", 1)[1].replace("tpsmm_", "")) or "driving" in stem
-        assert info["tools"]["yt_dlp"]
+        if "start" in entry or "end" in entry:  # the test session trims some clips: only that section
+            end = time_to_seconds(entry.get("end")) or source.duration
+            assert info["duration"] == pytest.approx(end - (time_to_seconds(entry.get("start")) or 0), abs=0.15)
+        else:  # no start/end: the clip arrives byte for byte as published
+            assert info["sha256"] == vid.sha256(media(relpath))
+            assert info["frame_count"] == source.frame_count > 0
     driver = json.loads((workdir / "results/videos/tpsmm/driving.json").read_text())
     assert driver["has_audio"] and driver["frame_count"] == 169 and driver["duration"] == pytest.approx(6.76, abs=0.05)
     for rule_file in ["logs/ingest_video/d6/d6.log", "benchmarks/ingest_video/d6/d6.tsv"]:
