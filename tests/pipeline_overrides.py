@@ -13,7 +13,17 @@ def faces(media) -> dict:
 
 
 def celeba(media) -> dict:
-    return {}
+    # The shared CelebA sample's first 2000 images (~10-15 s to align on 2 cores); the attribute
+    # stage with small grids and a short mouth-curve control so both actors stay quick.
+    return {
+        "celeba": {
+            "images": str(media("celeba/img_align_celeba_89x109")),
+            "attributes": str(media("celeba/list_attr_celeba.txt")),
+            "identities": str(media("celeba/identity_CelebA.txt")),
+            "limit": 2000,
+        },
+        "attributes": {"rows": 2, "pca_components": 3, "mouth_faces": 40, "random_vectors": 6},
+    }
 
 
 def train(media) -> dict:

@@ -99,32 +99,39 @@ def principal_components(latent: np.ndarray, n: int) -> dict:
 # --- the linear probe ----------------------------------------------------------------------------
 
 
-def identity_split(identity: np.ndarray, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, str]:
-    """A boolean test mask over the faces so that no identity is on both sides.
+def identity_folds(identity: np.ndarray, folds: int = 5, seed: int = 0) -> tuple[np.ndarray, str]:
+    """A fold number (0 .. folds-1) per face so that all faces of one identity share a fold.
 
     Faces of unknown identity (-1) count as their own person each. Identities are shuffled (seeded)
-    and taken into the test set until it holds ``test_fraction`` of the faces. Returns (mask, how):
-    how is ``identity`` or, when no face has a known identity, ``image`` (a plain random split)."""
+    and dealt to the folds in turn. Returns (fold per face, how): how is ``identity`` or, when no
+    face has a known identity, ``image`` (a plain random split by face)."""
     identity = np.asarray(identity, dtype=np.int64)
-    n = len(identity)
-    if not 0 < test_fraction < 1:
-        raise FacevaeError(f"attributes.probe.test_fraction must be between 0 and 1, got {test_fraction}")
+    if int(folds) < 2:
+        raise FacevaeError(f"attributes.probe_folds must be at least 2, got {folds}")
     how = "identity" if np.any(identity >= 0) else "image"
-    # Unknown identities get unique negative keys, one per face.
-    keys = np.where(identity >= 0, identity, -1 - np.arange(n))
-    groups, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    keys = np.where(identity >= 0, identity, -1 - np.arange(len(identity)))  # unknown: one key per face
+    groups, inverse = np.unique(keys, return_inverse=True)
     order = np.random.default_rng(seed).permutation(len(groups))
-    taken = np.cumsum(counts[order])
-    n_test_groups = int(np.searchsorted(taken, test_fraction * n) + 1)
-    test_groups = np.zeros(len(groups), bool)
-    test_groups[order[:n_test_groups]] = True
-    return test_groups[inverse], how
+    fold_of_group = np.empty(len(groups), dtype=np.int64)
+    fold_of_group[order] = np.arange(len(groups)) % int(folds)
+    return fold_of_group[inverse], how
 
 
-def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: np.ndarray, max_iter: int = 200):
+def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: np.ndarray, max_iter: int = 100):
     """Independent L2-regularised logistic regressions, one per column of ``y`` (N, K) in {0,1},
     on standardised ``x`` (N, D), fitted jointly (full batch L-BFGS, float64: deterministic).
     ``l2`` (K,) is each column's penalty. Returns (W (D, K), b (K,))."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: threads only add synchronisation (and spin on a busy machine)
+    try:
+        return _fit_logistic_torch(x, y, l2, max_iter)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_logistic_torch(x, y, l2, max_iter):
     import torch
 
     X = torch.as_tensor(x, dtype=torch.float64)
@@ -133,7 +140,7 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: np.ndarray, max_iter: int = 
     W = torch.zeros(X.shape[1], Y.shape[1], dtype=torch.float64, requires_grad=True)
     prior = Y.mean(0).clamp(1e-4, 1 - 1e-4)
     b = torch.log(prior / (1 - prior)).clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-6, tolerance_change=1e-9,
                             history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
@@ -155,49 +162,49 @@ def _standardise(train: np.ndarray, *others: np.ndarray):
     return [(a - mean) / std for a in (train, *others)]
 
 
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-
-
 def probe(
     latent: np.ndarray,
     attributes: np.ndarray,
     fields: list[str],
     identity: np.ndarray,
-    test_fraction: float = 0.2,
+    folds: int = 5,
     seed: int = 0,
-    l2_grid=L2_GRID,
+    l2: float = 0.01,
 ) -> list[dict]:
     """Held-out accuracy of a linear classifier on ``latent`` for each attribute, next to the
-    majority-class rate of the same test faces. Train and test are split by identity
-    (:func:`identity_split`); each attribute's L2 penalty is picked from ``l2_grid`` on a second
-    identity split inside the training faces. One dict per attribute (a probe.tsv row)."""
+    majority-class rate of the same held-out faces.
+
+    Cross-validation by identity (:func:`identity_folds`): each fold's faces are classified by a
+    logistic regression (L2 penalty ``l2`` on standardised features) trained on the other folds,
+    so no person is on both sides of any split and every face is tested once. ``accuracy`` pools
+    the folds' test predictions; ``majority`` pools each fold's own majority-class rate (the
+    accuracy of always answering the more frequent class of that fold's test faces).
+    One dict per attribute (a probe.tsv row)."""
     latent = np.asarray(latent, dtype=np.float64)
-    y = (np.asarray(attributes) == 1).astype(np.float64)
+    y = np.asarray(attributes) == 1
     identity = np.asarray(identity, dtype=np.int64)
-    test, how = identity_split(identity, test_fraction, seed)
-    train = ~test
-    if test.sum() < 2 or train.sum() < 4:
-        raise FacevaeError(f"too few aligned CelebA faces for a probe ({len(latent)}): raise celeba.limit")
-    # Pick each attribute's penalty on a validation split of the training faces (by identity too).
-    inner_val, _ = identity_split(identity[train], test_fraction, seed + 1)
-    xt, yt = latent[train], y[train]
-    a, b_ = _standardise(xt[~inner_val], xt[inner_val])
-    val_acc = []
-    for lam in l2_grid:
-        W, b = _fit_logistic(a, yt[~inner_val], np.full(y.shape[1], lam))
-        val_acc.append((((b_ @ W + b) > 0) == (yt[inner_val] > 0.5)).mean(axis=0))
-    best = np.asarray(l2_grid)[np.argmax(np.stack(val_acc), axis=0)]  # the first (smallest) best on ties
-    x_train, x_test = _standardise(latent[train], latent[test])
-    W, b = _fit_logistic(x_train, y[train], best)
-    pred = (x_test @ W + b) > 0
-    truth = y[test] > 0.5
+    fold, how = identity_folds(identity, folds, seed)
+    n, k = y.shape
+    if n < 2 * folds or len(np.unique(fold)) < folds:
+        raise FacevaeError(f"too few aligned CelebA faces for a {folds}-fold probe ({n}): raise celeba.limit")
+    pred = np.zeros_like(y)
+    majority_hits = np.zeros(k)
+    fold_acc = np.zeros((folds, k))
+    for f in range(folds):
+        test = fold == f
+        x_train, x_test = _standardise(latent[~test], latent[test])
+        W, b = _fit_logistic(x_train, y[~test].astype(np.float64), np.full(k, float(l2)))
+        pred[test] = (x_test @ W + b) > 0
+        rate = y[test].mean(axis=0)
+        majority_hits += np.maximum(rate, 1 - rate) * test.sum()
+        fold_acc[f] = (pred[test] == y[test]).mean(axis=0)
     rows = []
-    for k, name in enumerate(fields):
-        positive_rate = float(truth[:, k].mean())
-        acc = float((pred[:, k] == truth[:, k]).mean())
-        majority = max(positive_rate, 1 - positive_rate)
-        tpr = float(pred[truth[:, k], k].mean()) if truth[:, k].any() else float("nan")
-        tnr = float((~pred[~truth[:, k], k]).mean()) if (~truth[:, k]).any() else float("nan")
+    for j, name in enumerate(fields):
+        truth = y[:, j]
+        acc = float((pred[:, j] == truth).mean())
+        majority = float(majority_hits[j] / n)
+        tpr = float(pred[truth, j].mean()) if truth.any() else float("nan")
+        tnr = float((~pred[~truth, j]).mean()) if (~truth).any() else float("nan")
         rows.append(
             {
                 "attribute": name,
@@ -205,13 +212,13 @@ def probe(
                 "majority": majority,
                 "gain": acc - majority,
                 "balanced_accuracy": float(np.nanmean([tpr, tnr])),
-                "test_positive_rate": positive_rate,
-                "l2": float(best[k]),
-                "n_train": int(train.sum()),
-                "n_test": int(test.sum()),
-                "identities_train": int(len(np.unique(identity[train]))),
-                "identities_test": int(len(np.unique(identity[test]))),
+                "accuracy_fold_sd": float(fold_acc[:, j].std()),
+                "positive_rate": float(truth.mean()),
+                "faces": int(n),
+                "identities": int(len(np.unique(identity[identity >= 0]))) + int((identity < 0).sum()),
+                "folds": int(folds),
                 "split": how,
+                "l2": float(l2),
                 "seed": int(seed),
             }
         )
@@ -456,14 +463,15 @@ def read_tsv(path: str | os.PathLike) -> list[dict]:
 
 DEFAULTS = {
     "edit": ["Smiling", "Eyeglasses", "Mouth_Slightly_Open", "Male"],
-    "amounts": [0.0, 0.5, 1.0, 1.5, 2.0],
+    "amounts": [0.0, 1.5, 3.0, 4.5, 6.0],
     "rows": 4,
     "orthogonalise": ["Smiling", "Mouth_Slightly_Open", "Male", "Eyeglasses"],
     "pca_components": 8,
     "pca_steps": [-3.0, -1.5, 0.0, 1.5, 3.0],
-    "probe_test_fraction": 0.2,
+    "probe_folds": 5,
+    "probe_l2": 0.01,
     "mouth_faces": 100,
-    "random_vectors": 3,
+    "random_vectors": 8,
     "seed": 0,
 }
 
@@ -509,8 +517,8 @@ def build_attributes(model_path, aligned_path, faces_path, out_h5, out_probe, ou
     pca = principal_components(own, n_pca) if n_pca else {
         "mean": own.mean(axis=0).astype(np.float32), "components": np.zeros((0, latent.shape[1]), np.float32),
         "std": np.zeros(0, np.float32), "explained": np.zeros(0, np.float32)}
-    rows = probe(latent, celeba["attributes"], fields, celeba["identity"], settings["probe_test_fraction"],
-                 settings["seed"])
+    rows = probe(latent, celeba["attributes"], fields, celeba["identity"], settings["probe_folds"],
+                 settings["seed"], settings["probe_l2"])
     data = {
         "latent_vars": latent.astype(np.float32),
         "attributes": celeba["attributes"].astype(np.int8),
@@ -539,11 +547,12 @@ def build_attributes(model_path, aligned_path, faces_path, out_h5, out_probe, ou
         "vector": "mean latent with the attribute minus mean latent without",
     }
     write_attributes_h5(out_h5, data, attrs)
-    split = rows[0]
+    first = rows[0]
     write_tsv(out_probe, rows, [
-        f"actor {actor}: logistic regression on mu ({latent.shape[1]}-d) of aligned CelebA faces; "
-        f"test = {split['n_test']} faces of {split['identities_test']} identities, train = {split['n_train']} "
-        f"faces of {split['identities_train']} other identities (split by {split['split']}, seed {settings['seed']})",
+        f"actor {actor}: logistic regression on mu ({latent.shape[1]}-d) of {first['faces']} aligned CelebA faces "
+        f"of {first['identities']} identities, {first['folds']}-fold cross-validation split by {first['split']} "
+        f"(no person in both the training and the test faces of a fold; seed {settings['seed']}); "
+        "majority = the more frequent class's share of the same test faces",
     ])
     plot_probe(out_probe_png, rows, actor)
     summary = {r["attribute"]: round(r["gain"], 3) for r in rows}
@@ -564,10 +573,11 @@ def plot_probe(path, rows: list[dict], actor: str) -> Path:
     ax.bar(x - 0.2, [r["majority"] for r in rows], 0.4, label="majority class", color="#bbbbbb")
     ax.bar(x + 0.2, [r["accuracy"] for r in rows], 0.4, label="linear probe on mu", color="#3070b0")
     ax.set_xticks(x, names, rotation=75, fontsize=8)
-    ax.set_ylim(0.4, 1.0)
+    ax.set_ylim(0.4, 1.1)
+    ax.set_yticks(np.arange(0.4, 1.01, 0.1))
     ax.set_ylabel("held-out accuracy")
-    ax.set_title(f"{actor}: CelebA attributes in the latent space (test identities unseen in training)")
-    ax.legend(loc="lower right")
+    ax.set_title(f"{actor}: CelebA attributes in the latent space ({rows[0]['folds']}-fold cross-validation by identity)")
+    ax.legend(loc="upper center", ncol=2, fontsize=9)
     fig.tight_layout()
     return _save_fig(fig, path)
 
@@ -646,12 +656,22 @@ def mouth_curves(model, own_faces, data, amounts, settings, align_cfg) -> list[d
     for i in range(int(settings["random_vectors"])):
         directions.append((f"random_{i + 1}", random_direction(norm, mu.shape[1], int(settings["seed"]) + i)))
     rows = []
+    randoms = []
     for name, v in directions:
         curve = mouth_curve(model, mu, v, amounts, align_cfg)
+        if name != "Smiling":
+            randoms.append(curve)
         for j, a in enumerate(amounts):
             rows.append({"direction": name, "amount": float(a), "mouth_width": float(curve["width"][j]),
                          "mouth_open": float(curve["open"][j]), "faces": int(curve["measured"][j]),
                          "norm": norm})
+    if randoms:  # the control curve: the mean over the random directions
+        width = np.mean([c["width"] for c in randoms], axis=0)
+        opening = np.mean([c["open"] for c in randoms], axis=0)
+        measured = np.min([c["measured"] for c in randoms], axis=0)
+        for j, a in enumerate(amounts):
+            rows.append({"direction": "random_mean", "amount": float(a), "mouth_width": float(width[j]),
+                         "mouth_open": float(opening[j]), "faces": int(measured[j]), "norm": norm})
     return rows
 
 
@@ -664,9 +684,12 @@ def plot_mouth(path, rows: list[dict], actor: str) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name in dict.fromkeys(r["direction"] for r in rows):
         sel = [r for r in rows if r["direction"] == name]
-        style = dict(color="#d04030", lw=2.5) if name == "Smiling" else dict(color="#888888", lw=1, ls="--")
+        style = (dict(color="#d04030", lw=2.5) if name == "Smiling" else dict(color="#202020", lw=2)
+                 if name == "random_mean" else dict(color="#999999", lw=0.8, ls="--"))
         for ax, key in zip(axes, ("mouth_width", "mouth_open")):
-            ax.plot([r["amount"] for r in sel], [r[key] for r in sel], marker="o", label=name, **style)
+            label = name if not name.startswith("random_") or name == "random_mean" or name == "random_1" else None
+            label = "random directions" if name == "random_1" else label
+            ax.plot([r["amount"] for r in sel], [r[key] for r in sel], marker="o", ms=3, label=label, **style)
     for ax, key in zip(axes, ("mouth width / inter-ocular", "mouth opening / inter-ocular")):
         ax.set_xlabel("amount of the direction added")
         ax.set_ylabel(key)
