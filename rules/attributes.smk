@@ -1,7 +1,14 @@
 # CelebA attributes in each actor's latent space: vectors, probes, edit and direction grids
 # (results/attributes/). Only part of the workflow when the config has a `celeba:` section.
 
-from facevae.attributes import attribute_targets, driver_face_files, edit_outputs
+from facevae.attributes import (
+    attribute_targets,
+    driver_face_files,
+    edit_outputs,
+    edit_settings,
+    vector_settings,
+)
+from facevae.celeba import alignment_settings
 
 
 rule attributes_vectors:
@@ -24,7 +31,7 @@ rule attributes_vectors:
         "../envs/faces.yaml"
     threads: 2
     params:
-        settings=config.get("attributes", {}),
+        settings=vector_settings(config),
     script:
         "../workflow/scripts/attributes_vectors.py"
 
@@ -50,8 +57,8 @@ rule attributes_edits:
     params:
         drivers=lambda wc: driver_face_files(config, wc.actor),
         outdir=lambda wc: f"results/attributes/{wc.actor}",
-        settings=config.get("attributes", {}),
-        faces=config.get("faces", {}),
+        settings=edit_settings(config),
+        faces=alignment_settings(config),
     script:
         "../workflow/scripts/attributes_edits.py"
 

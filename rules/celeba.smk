@@ -1,7 +1,7 @@
 # CelebA input: the aligned faces with their 40 attributes (results/celeba/aligned.h5). Only part of
 # the workflow when the config has a `celeba:` section (CelebA has no public direct URL).
 
-from facevae.celeba import celeba_inputs, celeba_section
+from facevae.celeba import alignment_settings, celeba_inputs, celeba_section
 
 
 rule celeba_align:
@@ -21,7 +21,7 @@ rule celeba_align:
     threads: 8
     params:
         celeba=lambda wildcards: celeba_section(config),
-        faces=config.get("faces", {}),
+        faces=alignment_settings(config),
     script:
         "../workflow/scripts/celeba_align.py"
 

@@ -281,6 +281,9 @@ def _label(tile_width: int, height: int, text: str, scale: float = 0.4) -> np.nd
 
     strip = np.full((height, tile_width, 3), 255, np.uint8)
     size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0]
+    while size[0] > tile_width - 4 and scale > 0.25:  # a long title shrinks to fit
+        scale *= 0.9
+        size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0]
     x = max(1, (tile_width - size[0]) // 2)
     cv2.putText(strip, text, (x, height - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return strip
@@ -296,7 +299,7 @@ def grid_image(blocks: list[tuple[str, np.ndarray]], column_labels: list[str], t
     columns = blocks[0][1].shape[1]
     s = blocks[0][1].shape[2] * scale
     width = columns * s
-    parts = [_label(width, 22, title, 0.45), _row_labels(column_labels, s)]
+    parts = [_label(width, 22, title, 0.45), _column_labels(column_labels, s)]
     for name, faces in blocks:
         if len(faces) == 0:
             continue
@@ -307,7 +310,7 @@ def grid_image(blocks: list[tuple[str, np.ndarray]], column_labels: list[str], t
     return np.concatenate(parts, axis=0)
 
 
-def _row_labels(labels: list[str], s: int) -> np.ndarray:
+def _column_labels(labels: list[str], s: int) -> np.ndarray:
     return np.concatenate([_label(s, 18, text, 0.4) for text in labels], axis=1)
 
 
@@ -362,6 +365,31 @@ def read_face_array(path: str | os.PathLike, key: str = "data") -> np.ndarray:
         if key not in f:
             raise FacevaeError(f"{path} has no dataset '{key}' (faces) or 'crops' (track)")
         return f[key][()]
+
+
+def sample_faces(files: list[str], n: int) -> np.ndarray:
+    """``n`` faces spread evenly over the kept faces of several files (tracks or faces files),
+    reading only those rows (a long driver's track is not loaded whole)."""
+    import h5py
+
+    where = []
+    for path in files:
+        if not Path(path).is_file():
+            raise FacevaeError(f"faces file {path} not found")
+        with h5py.File(path, "r") as f:
+            if "crops" in f and "kept" in f:
+                rows = np.flatnonzero(f["kept"][()].astype(bool))
+            elif "data" in f:
+                rows = np.arange(len(f["data"]))
+            else:
+                raise FacevaeError(f"{path} has no dataset 'data' (faces) or 'crops' (track)")
+        where += [(path, int(r)) for r in rows]
+    picked = [where[i] for i in spread(len(where), n)]
+    out = []
+    for path, row in picked:
+        with h5py.File(path, "r") as f:
+            out.append(f["crops" if "crops" in f else "data"][row])
+    return np.stack(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
 def spread(n_total: int, n: int) -> np.ndarray:
@@ -611,12 +639,11 @@ def build_edits(model_path, attributes_h5, faces_path, drivers: dict[str, list[s
     n_rows = int(settings["rows"])
     rows = [(f"actor {actor}", own[spread(len(own), n_rows)])]
     for driver, files in drivers.items():
-        faces = [read_face_array(f) for f in files]
-        faces = np.concatenate([f for f in faces if len(f)]) if any(len(f) for f in faces) else np.zeros((0, 64, 64, 3), np.uint8)
+        faces = sample_faces(files, n_rows)
         if len(faces) == 0:
             log.warning("driver %s has no kept faces: no driver rows", driver)
             continue
-        rows.append((f"driver {driver}", to_model_size(faces[spread(len(faces), n_rows)])))
+        rows.append((f"driver {driver}", to_model_size(faces)))
     amounts = [float(a) for a in settings["amounts"]]
     written = []
     for name in settings["edit"]:
@@ -750,3 +777,19 @@ def attribute_targets(config: dict) -> list[str]:
                 f"results/attributes/{actor}/probe.png"]
         out += edit_outputs(config, actor)
     return out
+
+
+#: ``attributes:`` keys the attributes_vectors rule depends on (the rest only change the pictures).
+VECTOR_KEYS = ("orthogonalise", "pca_components", "probe_folds", "probe_l2", "seed")
+
+
+def vector_settings(config: dict) -> dict:
+    """The ``attributes:`` settings of the attributes_vectors rule (a rule param: changing a grid
+    setting does not re-encode CelebA)."""
+    settings = settings_of(config.get("attributes"))
+    return {k: settings[k] for k in VECTOR_KEYS}
+
+
+def edit_settings(config: dict) -> dict:
+    """The ``attributes:`` settings of the attributes_edits rule."""
+    return settings_of(config.get("attributes"))

@@ -538,3 +538,14 @@ def celeba_inputs(config: dict) -> list[str]:
     """The attribute (and identity) lists: rule inputs, so editing them re-runs the alignment."""
     celeba = celeba_section(config)
     return [celeba["attributes"]] + ([celeba["identities"]] if celeba.get("identities") else [])
+
+
+#: The keys of the ``faces:`` section that decide how a face is detected and cropped.
+ALIGNMENT_KEYS = ("aligner", "device", "face_alignment", "size", "template_scale", "template_offset_y", "align_points")
+
+
+def alignment_settings(config: dict) -> dict:
+    """The part of the ``faces:`` section that CelebA's alignment depends on (a rule param: only a
+    change of aligner or template re-aligns CelebA, not the actors' sampling or filters)."""
+    faces = config.get("faces") or {}
+    return {k: faces[k] for k in ALIGNMENT_KEYS if k in faces}
