@@ -392,6 +392,22 @@ def sample_faces(files: list[str], n: int) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
+def encode_file(model, path, key: str = "data", block: int = 4096) -> np.ndarray:
+    """``mu`` of every face of an HDF5 dataset, read ``block`` faces at a time (full CelebA does not
+    have to fit in memory as images), resized to the model's 64 px when needed."""
+    import h5py
+    from tqdm import tqdm
+
+    from facevae.modelio import encode
+
+    out = []
+    with h5py.File(path, "r") as f:
+        data = f[key]
+        for start in tqdm(range(0, len(data), block), desc="encoding", unit="block", mininterval=5.0):
+            out.append(encode(model, to_model_size(data[start : start + block])))
+    return np.concatenate(out) if out else np.zeros((0, model.config.latent_dim), np.float32)
+
+
 def spread(n_total: int, n: int) -> np.ndarray:
     """``n`` indices spread evenly over ``range(n_total)`` (all when fewer)."""
     if n_total <= n:
@@ -523,12 +539,12 @@ def build_attributes(model_path, aligned_path, faces_path, out_h5, out_probe, ou
     started = time.time()
     settings = settings_of(settings)
     model = load_model(model_path)
-    celeba = read_aligned(aligned_path)
-    if len(celeba["data"]) == 0:
+    celeba = read_aligned(aligned_path, skip=("data",))
+    if len(celeba["filenames"]) == 0:
         raise FacevaeError(f"{aligned_path} holds no aligned faces")
     fields = [str(f) for f in celeba["fields"]]
-    log.info("actor %s: encoding %d aligned CelebA faces", actor, len(celeba["data"]))
-    latent = encode(model, to_model_size(celeba["data"]))
+    log.info("actor %s: encoding %d aligned CelebA faces", actor, len(celeba["filenames"]))
+    latent = encode_file(model, aligned_path)
     vectors, n_pos, n_neg = attribute_vectors(latent, celeba["attributes"])
     empty = [fields[k] for k in range(len(fields)) if not (n_pos[k] and n_neg[k])]
     if empty:
