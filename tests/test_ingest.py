@@ -16,6 +16,18 @@ TPSMM = "yoyo-nb/Thin-Plate-Spline-Motion-Model/c616878812c9870ed81ac72561be2676
 pytestmark = pytest.mark.media
 
 
+def run_ingest(workdir, config, **kwargs):
+    """Run only the ingest stage (its outputs as targets): these tests need no faces or training."""
+    targets = [
+        f"results/videos/{person}/{video}.{ext}"
+        for section in ("actors", "drivers")
+        for person, entry in (config.get(section) or {}).items()
+        for video in (entry.get("videos") or {})
+        for ext in ("mp4", "json")
+    ]
+    return run_snakemake(workdir, config, *targets, **kwargs)
+
+
 def leftovers(workdir):
     """Every file or folder under results/videos (hidden temporary ones included)."""
     root = workdir / "results" / "videos"
@@ -64,7 +76,7 @@ def test_sections_are_trimmed_url_and_local(tmp_path, media_server, media):
             }
         }
     }
-    run_snakemake(tmp_path, config)
+    run_ingest(tmp_path, config)
     part = json.loads((tmp_path / "results/videos/d6/part.json").read_text())
     assert part["duration"] == pytest.approx(3.5, abs=0.15)
     assert part["frame_count"] == pytest.approx(105, abs=4)  # 30 fps
@@ -80,10 +92,10 @@ def test_sections_are_trimmed_url_and_local(tmp_path, media_server, media):
 def test_editing_one_entry_reruns_only_its_job(tmp_path, media):
     clip = str(media("videos/lp_d5.mp4"))
     config = {"actors": {"a": {"videos": {"one": {"path": clip, "end": 2}, "two": {"path": clip, "end": 3}}}}}
-    run_snakemake(tmp_path, config)
+    run_ingest(tmp_path, config)
     before = {v: (tmp_path / f"results/videos/a/{v}.mp4").stat().st_mtime_ns for v in ("one", "two")}
     config["actors"]["a"]["videos"]["two"]["end"] = 4
-    result = run_snakemake(tmp_path, config)
+    result = run_ingest(tmp_path, config)
     assert result.output.count("rule ingest_video:") == 1
     after = {v: (tmp_path / f"results/videos/a/{v}.mp4").stat().st_mtime_ns for v in ("one", "two")}
     assert after["one"] == before["one"] and after["two"] != before["two"]
@@ -93,7 +105,7 @@ def test_editing_one_entry_reruns_only_its_job(tmp_path, media):
 def test_transient_503_is_retried(tmp_path, media_server):
     route = f"flaky/{LP}d5.mp4"
     config = {"actors": {"a": {"videos": {"v": {"url": f"{media_server.url}/{route}"}}}}}
-    run_snakemake(tmp_path, config)
+    run_ingest(tmp_path, config)
     assert media_server.requests[route] >= 2  # the 503, then the successful attempt
     assert json.loads((tmp_path / "results/videos/a/v.json").read_text())["frame_count"] > 0
     assert "retrying" in (tmp_path / "results/logs/ingest_video/a/v.log").read_text()
@@ -112,7 +124,7 @@ def test_bad_url_fails_clearly_and_leaves_nothing(tmp_path, media_server, url_pa
     url = f"{media_server.url}/{url_path}"
     config = {"actors": {"ok": {"videos": {"v": {"url": f"{media_server.url}/{LP}d5.mp4"}}}},
               "drivers": {"bob": {"videos": {"talk": {"url": url}}}}}
-    result = run_snakemake(tmp_path, config, check=False)
+    result = run_ingest(tmp_path, config, check=False)
     assert result.returncode != 0
     error_lines = [line for line in result.output.splitlines() if line.startswith("facevae error")]
     assert len(error_lines) == 1, result.output[-3000:]
@@ -127,7 +139,7 @@ def test_undecodable_local_file(tmp_path):
     fake = tmp_path / "notes.mp4"
     fake.write_text("not a video")
     config = {"actors": {"a": {"videos": {"v": {"path": str(fake)}}}}}
-    result = run_snakemake(tmp_path / "run", config, check=False)
+    result = run_ingest(tmp_path / "run", config, check=False)
     assert result.returncode != 0
     assert f"actor 'a', video 'v' from {fake}: {fake} is not a decodable video" in result.output
     assert leftovers(tmp_path / "run") == []
@@ -143,7 +155,7 @@ def test_undecodable_local_file(tmp_path):
     ids=["unknown-key", "actor-without-videos"],
 )
 def test_config_error_stops_before_any_job(tmp_path, config, message):
-    result = run_snakemake(tmp_path, config, check=False)
+    result = run_ingest(tmp_path, config, check=False)
     assert result.returncode != 0
     assert message in result.output
     assert not (tmp_path / "results").exists()
