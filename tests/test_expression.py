@@ -118,3 +118,12 @@ def test_transfer_score_too_few_frames():
     assert score["frames"] == 1 and np.isnan(score["pearson"])
     with pytest.raises(FacevaeError, match="equal in length"):
         transfer_score([1.0, 2.0], [1.0])
+
+
+def test_transfer_score_constant_actor_is_nan_not_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        score = transfer_score(np.arange(50.0), np.ones(50), permutations=20)
+    assert np.isnan(score["pearson"]) and np.isnan(score["shuffled_mean"]) and score["frames"] == 50

@@ -59,10 +59,12 @@ def test_tpsmm_drives_d6_frame_for_frame_with_audio(run):
     for face, i in zip(faces, sample):
         mean, p99 = _diff(layout.crop(frames[i], "actor"), resize_face(face, cfg.panel_size, cfg.interpolation))
         assert mean < COMPRESSION_MEAN and p99 < COMPRESSION_P99, (int(i), mean, p99)
-    # ... and not merely some face of d6: a face decoded from another frame is farther off.
-    far = [_diff(layout.crop(frames[i], "actor"), resize_face(faces[(k + 4) % len(faces)], cfg.panel_size))[0]
-           for k, i in enumerate(sample)]
-    assert np.median(far) > 1.5 * COMPRESSION_MEAN
+    # ... and the check can tell models apart: the other actor's model (d10) says something else.
+    other = modelio.load_model(wd / "results/models/d10/model.pt")
+    theirs = modelio.decode(other, modelio.encode(other, track["crops"][sample]))
+    far = [_diff(layout.crop(frames[i], "actor"), resize_face(face, cfg.panel_size, cfg.interpolation))[0]
+           for face, i in zip(theirs, sample)]
+    assert np.median(far) > 1.5 * COMPRESSION_MEAN, far
 
 
 def test_paste_back_leaves_the_frame_outside_the_mask(run):
@@ -90,10 +92,16 @@ def test_self_reenactment_follows_the_mouth(run):
     score = pd.read_csv(wd / "results/reenact/d6/d6rest/rest.tsv", sep="\t").set_index("measure")
     mouth = score.loc["mouth_open"]
     print("\nself-reenactment d6 <- d6rest:\n" + score.to_string())
-    assert mouth.scored_frames > 200
-    assert mouth.pearson >= 0.5
-    assert abs(mouth.shuffled_pearson) <= 0.2
-    assert abs(mouth.shuffled_mean) <= 0.05
+    table = score.to_string()
+    assert mouth.scored_frames > 200, table
+    # The controls hold whatever the model: chance sits at 0.
+    assert abs(mouth.shuffled_pearson) <= 0.2, table
+    assert abs(mouth.shuffled_mean) <= 0.05, table
+    # The instrument itself follows the driver's mouth on real faces.
+    assert mouth.instrument_pearson >= 0.7, table
+    # The acceptance bar: the rendered actor opens its mouth when the driver does. This needs a
+    # model that draws mouths (train: section of tests/pipeline_overrides.py), see the render note.
+    assert mouth.pearson >= 0.5, table
     # The other pictures of the job exist and are not empty.
     for name in ("rest.expression.png", "rest.sheet.png"):
         image = cv2.imread(str(wd / "results/reenact/d6/d6rest" / name))

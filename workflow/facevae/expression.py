@@ -126,8 +126,8 @@ def transfer_score(driver, actor, seed: int = 0, permutations: int = 1000, min_s
     out.update(
         pearson=r,
         shuffled_pearson=float(null[0]),
-        shuffled_mean=float(np.nanmean(null)),
-        shuffled_p95=float(np.nanpercentile(np.abs(null), 95)),
+        shuffled_mean=float(np.nanmean(null)) if np.isfinite(null).any() else nan,
+        shuffled_p95=float(np.nanpercentile(np.abs(null), 95)) if np.isfinite(null).any() else nan,
         p_shuffle=float((np.sum(null >= r) + 1) / (len(null) + 1)) if np.isfinite(r) else nan,
         circular_pearson=float(np.nanmean(circ)) if np.isfinite(circ).any() else nan,
         circular_p95=float(np.nanpercentile(np.abs(circ), 95)) if np.isfinite(circ).any() else nan,
