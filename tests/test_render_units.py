@@ -133,3 +133,20 @@ def test_fast_codec_agrees_with_modelio(arch):
     assert faces.dtype == np.uint8 and faces.shape == (37, 64, 64, 3)
     assert np.abs(faces.astype(int) - modelio.decode(model, mu)).max() <= 1
     assert codec.encode(images[:0]).shape == (0, 12) and codec.decode(mu[:0]).shape == (0, 64, 64, 3)
+
+
+def test_match_color_moves_mean_and_spread_inside_the_mask():
+    from facevae.render import match_color
+
+    rng = np.random.default_rng(0)
+    face = rng.normal(180, 10, (64, 64, 3)).clip(0, 255).astype(np.uint8)
+    target = rng.normal(90, 11, (64, 64, 3)).clip(0, 255).astype(np.uint8)
+    mask = template_mask(64)
+    out = match_color(face, target, mask)
+    inside = mask > 0.5
+    np.testing.assert_allclose(out[inside].mean(axis=0), target[inside].mean(axis=0), atol=1.0)
+    np.testing.assert_allclose(out[inside].std(axis=0), target[inside].std(axis=0), rtol=0.05)
+    # Contrast moves at most 1.25x: a blurred face is not stretched to a sharp face's contrast.
+    flat = match_color(face, (target.astype(float) * 3 - 180).clip(0, 255).astype(np.uint8), mask)
+    assert flat[inside].std() <= 1.25 * face[inside].std() + 1
+    assert (match_color(face, target, np.zeros((64, 64), np.float32)) == face).all()
