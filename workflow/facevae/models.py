@@ -22,7 +22,7 @@ Architectures (``ModelConfig.arch``):
     logits go through a sigmoid for the image.
 
 ``conv``
-    A residual design for 64x64 faces (default latent 128, base width 32): pre-activation residual
+    A residual design for 64x64 faces (default latent 128, base width 16): pre-activation residual
     blocks (BN-SiLU-conv3x3 twice, last conv zero-initialised so each block starts as the identity)
     at 32/16/8/4 px with 4x4 stride-2 downsampling convolutions (w, 2w, 4w, 8w channels); the decoder
     mirrors it with nearest-neighbour upsampling + 3x3 convolutions (no transposed-convolution
@@ -51,7 +51,7 @@ class ModelConfig:
 
     arch: str = "conv"
     latent_dim: int = 128
-    width: int = 32  # base channel count of ``conv`` (``blog`` is fixed at 32/64/128/256)
+    width: int = 16  # base channel count of ``conv`` (``blog`` is fixed at 32/64/128/256)
     image_size: int = IMAGE_SIZE
 
     def __post_init__(self):

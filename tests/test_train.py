@@ -1,0 +1,309 @@
+"""Training stage: held-out split, the training loop on real faces, the pipeline's model files,
+resuming a real Snakemake run after SIGTERM, and config errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from facevae import FacevaeError
+from facevae.config import ConfigError, validate
+from facevae.faces.io import read_track, write_faces
+from facevae.modelio import atomic_torch_save, load_model
+from facevae.train import CHECKPOINT_FORMAT, METRIC_COLUMNS, TrainSettings, holdout_split, load_faces, train_vae
+
+OUTPUT_NAMES = {
+    "model": "model.pt",
+    "metrics": "metrics.tsv",
+    "loss_plot": "loss.png",
+    "reconstructions": "reconstructions.png",
+    "samples": "samples.png",
+    "split": "split.tsv",
+}
+
+
+def outputs_in(folder: Path) -> dict:
+    return {key: str(folder / name) for key, name in OUTPUT_NAMES.items()}
+
+
+# --- the split (no media) ------------------------------------------------------------------------
+
+
+def _assert_blocks_isolated(source, times, labels, gap):
+    for video in set(source):
+        rows = np.flatnonzero(source == video)
+        rows = rows[np.argsort(times[rows])]
+        lab, t = labels[rows], times[rows]
+        for i in np.flatnonzero(lab == "heldout"):
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(lab):
+                    assert lab[j] != "train", f"held-out row {rows[i]} has a training neighbour {rows[j]}"
+        held_t = t[lab == "heldout"]
+        for ti in t[lab == "train"]:
+            assert np.abs(held_t - ti).min() > gap
+
+
+def test_holdout_split_is_contiguous_blocks_with_a_gap():
+    # two videos at 30 and 10 frames/s, rows shuffled (the split must use time order, not row order)
+    rng = np.random.default_rng(0)
+    source = np.array(["a"] * 300 + ["b"] * 120, dtype=object)
+    times = np.concatenate([np.arange(300) / 30.0, np.arange(120) / 10.0])
+    order = rng.permutation(len(source))
+    source, times = source[order], times[order]
+    labels = holdout_split(source, times, fraction=0.1, blocks=2, gap_seconds=0.5)
+    assert set(labels) == {"train", "heldout", "gap"}
+    assert (labels[source == "a"] == "heldout").sum() == 30
+    assert (labels[source == "b"] == "heldout").sum() == 12
+    for video in ("a", "b"):
+        rows = np.flatnonzero(source == video)
+        held = np.sort(times[rows][labels[rows] == "heldout"])
+        step = np.diff(np.sort(times[rows])).min()
+        runs = 1 + int((np.diff(held) > step * 1.5).sum())
+        assert runs == 2, f"video {video}: held-out faces form {runs} runs, not 2 blocks"
+    _assert_blocks_isolated(source, times, labels, gap=0.5)
+    # without a time gap the faces right next to a block are still left out
+    labels0 = holdout_split(source, times, fraction=0.1, blocks=3, gap_seconds=0.0)
+    _assert_blocks_isolated(source, times, labels0, gap=0.0)
+    assert (labels0 == "gap").sum() == 2 * 3 * 2  # two neighbours per block, three blocks, two videos
+
+
+def test_holdout_split_leaves_tiny_videos_whole():
+    labels = holdout_split(np.array(["x"] * 9, dtype=object), np.arange(9.0))
+    assert (labels == "train").all()
+
+
+# --- config --------------------------------------------------------------------------------------
+
+
+def _config(**train):
+    return {"actors": {"a": {"dataset": str(REPO / "config.yaml")}}, "train": train}
+
+
+@pytest.mark.parametrize(
+    "train, key",
+    [
+        ({"model": "vgg"}, "train.model"),
+        ({"latent_dim": 0}, "train.latent_dim"),
+        ({"holdout": {"fraction": 0.9}}, "train.holdout.fraction"),
+        ({"dfc": {"layer_weights": []}}, "train.dfc.layer_weights"),
+        ({"device": "tpu"}, "train.device"),
+        ({"model": "dfc"}, "train.dfc.feature_net"),
+        ({"model": "dfc", "dfc": {"feature_net": "/nonexistent/net.ts"}}, "train.dfc.feature_net"),
+    ],
+)
+def test_bad_train_settings_name_the_key(train, key):
+    with pytest.raises(ConfigError) as err:
+        validate(_config(**train))
+    assert err.value.key == key, str(err.value)
+
+
+def test_train_defaults_are_filled_in():
+    config = validate(_config())
+    assert config["train"]["model"] == "conv" and config["train"]["holdout"]["fraction"] == 0.1
+    assert TrainSettings.from_config(config["train"]).model_config().latent_dim == 128
+    assert TrainSettings.from_config({"model": "blog"}).model_config().latent_dim == 100
+
+
+# --- real faces from the test pipeline -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def d6_faces(pipeline, tmp_path_factory) -> Path:
+    """lp_d6's faces at every frame the pipeline tracked (its training set keeps 10 faces/s)."""
+    track = read_track(pipeline["workdir"] / "results/tracks/d6/d6.h5")
+    kept = track["kept"]
+    path = tmp_path_factory.mktemp("d6faces") / "d6.h5"
+    write_faces(path, track["crops"][kept], {"aligner": track["attrs"]["aligner"]},
+                source=np.array(["d6"] * int(kept.sum()), dtype=object), frame=track["frame"][kept], time=track["time"][kept])
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_faces(d6_faces, tmp_path_factory) -> Path:
+    """240 consecutive real faces of lp_d6 (8 s) for quick training runs."""
+    found = load_faces(d6_faces)
+    path = tmp_path_factory.mktemp("smallfaces") / "small.h5"
+    write_faces(path, found.data[:240], {"aligner": "dlib"}, source=found.source[:240], frame=found.frame[:240], time=found.time[:240])
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_faces(small_faces, tmp_path_factory) -> Path:
+    """60 real faces (2 s of lp_d6): enough for one held-out block and a few batches."""
+    found = load_faces(small_faces)
+    path = tmp_path_factory.mktemp("tinyfaces") / "tiny.h5"
+    write_faces(path, found.data[:60], {"aligner": "dlib"}, source=found.source[:60], frame=found.frame[:60], time=found.time[:60])
+    return path
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_pipeline_trained_every_actor(pipeline):
+    work = pipeline["workdir"]
+    settings = TrainSettings.from_config(pipeline["config"]["train"])
+    epochs = settings.epochs
+    for actor in ("d6", "d10"):
+        folder = work / "results/models" / actor
+        for name in OUTPUT_NAMES.values():
+            assert (folder / name).stat().st_size > 0, f"{actor}: {name} missing"
+        metrics = pd.read_csv(folder / "metrics.tsv", sep="\t")
+        assert list(metrics.columns) == list(METRIC_COLUMNS)
+        assert list(metrics["epoch"]) == list(range(1, epochs + 1))
+        assert np.isfinite(metrics[["loss", "recon", "kl", "heldout_mse", "images_per_s"]].to_numpy()).all()
+        split = pd.read_csv(folder / "split.tsv", sep="\t")
+        faces = load_faces(work / "results/faces" / f"{actor}.h5")
+        assert len(split) == len(faces) and set(split["split"]) <= {"train", "heldout", "gap"}
+        assert (split["split"] == "heldout").sum() > 0
+        _assert_blocks_isolated(split["source"].to_numpy(object), split["time"].to_numpy(), split["split"].to_numpy(object),
+                                gap=settings.holdout["gap_seconds"])
+        model = load_model(folder / "model.pt")
+        assert model.config.arch == "conv" and model.config.latent_dim == 128
+        assert model.info["seed"] == settings.seed and model.info["settings"]["epochs"] == epochs
+        assert model.info["n_heldout"] == (split["split"] == "heldout").sum()
+        import cv2
+
+        recon = cv2.imread(str(folder / "reconstructions.png"))
+        samples = cv2.imread(str(folder / "samples.png"))
+        assert recon.shape == (4 * 128, 8 * 128, 3) and samples.shape == (8 * 128, 8 * 128, 3)
+        assert samples.std() > 5  # decoded draws, not a blank canvas
+    # the checkpoint is gone once the outputs are written
+    assert not list((work / "results/checkpoints").rglob("ckpt.pt"))
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_pipeline_model_loads_in_a_fresh_process(pipeline, tmp_path):
+    """model.pt is enough: a new interpreter encodes and decodes with no training arguments."""
+    work = pipeline["workdir"]
+    script = (
+        "import sys, numpy as np\n"
+        "from facevae.modelio import load_model, encode, decode\n"
+        "from facevae.faces.io import read_faces\n"
+        "model = load_model(sys.argv[1])\n"
+        "faces = read_faces(sys.argv[2])['data'][:16]\n"
+        "mu = encode(model, faces)\n"
+        "out = decode(model, mu)\n"
+        "assert mu.shape == (16, model.config.latent_dim) and mu.dtype == np.float32\n"
+        "assert out.shape == (16, 64, 64, 3) and out.dtype == np.uint8\n"
+        "print(float(((out / 255.0 - faces / 255.0) ** 2).mean()))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    result = subprocess.run([sys.executable, "-c", script, str(work / "results/models/d6/model.pt"), str(work / "results/faces/d6.h5")],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert 0 < float(result.stdout.strip()) < 0.1
+
+
+# Few epochs on lp_d6 at every tracked frame: the blog's network, loss and beta = 1.
+BLOG_TEST_SETTINGS = {"model": "blog", "epochs": 8, "batch_size": 16, "lr": 0.002, "kl_warmup_epochs": 2, "seed": 0}
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_blog_beats_half_the_mean_face_on_held_out_frames(d6_faces, tmp_path):
+    settings = TrainSettings.from_config(BLOG_TEST_SETTINGS)
+    start = time.perf_counter()
+    info = train_vae(d6_faces, outputs_in(tmp_path / "blog"), settings, tmp_path / "ckpt.pt", actor="d6", progress=False)
+    seconds = time.perf_counter() - start
+    metrics = pd.read_csv(tmp_path / "blog" / "metrics.tsv", sep="\t")
+    print(f"blog on {info['n_train']} lp_d6 faces, {settings.epochs} epochs in {seconds:.0f} s: held-out MSE "
+          f"{info['heldout_mse']:.5f} vs mean face {info['meanface_mse']:.5f}; curve {metrics['heldout_mse'].round(5).tolist()}")
+    assert info["heldout_mse"] <= 0.5 * info["meanface_mse"]
+    assert metrics["heldout_mse"].iloc[-1] < metrics["heldout_mse"].iloc[0]
+
+
+@pytest.mark.media
+def test_bf16_autocast_path_runs_on_cpu(tiny_faces, tmp_path):
+    """The CUDA path's precision (bf16 autocast, BCE from logits) exercised on the CPU."""
+    settings = TrainSettings.from_config({"model": "conv", "width": 8, "epochs": 1, "batch_size": 16, "precision": "bf16",
+                                          "holdout": {"gap_seconds": 0.2}})
+    info = train_vae(tiny_faces, outputs_in(tmp_path), settings, tmp_path / "ckpt.pt", progress=False)
+    assert info["precision"] == "bf16" and np.isfinite(info["heldout_mse"])
+    assert load_model(tmp_path / "model.pt").config.width == 8
+
+
+@pytest.mark.media
+def test_a_checkpoint_of_other_settings_is_not_resumed(tiny_faces, tmp_path, caplog):
+    ckpt = tmp_path / "ckpt.pt"
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": "another run", "state": {}}, ckpt)
+    settings = TrainSettings.from_config({"model": "blog", "epochs": 1, "batch_size": 16, "latent_dim": 8, "holdout": {"gap_seconds": 0.2}})
+    with caplog.at_level(logging.INFO, logger="facevae.train"):
+        info = train_vae(tiny_faces, outputs_in(tmp_path), settings, ckpt, progress=False)
+    assert "from other settings" in caplog.text and info["resumed"] == 0
+    assert not ckpt.exists()
+
+
+def test_too_few_faces_is_one_clear_error(tmp_path):
+    path = tmp_path / "tiny.h5"
+    write_faces(path, np.zeros((6, 64, 64, 3), np.uint8), {})
+    with pytest.raises(FacevaeError, match="actor tiny: 6 faces are too few"):
+        train_vae(path, outputs_in(tmp_path), TrainSettings(), tmp_path / "ckpt.pt", actor="tiny", progress=False)
+    assert not (tmp_path / "model.pt").exists()
+
+
+# --- resume: a real Snakemake run, SIGTERM, re-run -----------------------------------------------
+
+RESUME_TRAIN = {"model": "blog", "latent_dim": 16, "epochs": 4, "batch_size": 16, "checkpoint_minutes": 0, "seed": 7}
+
+
+def _snakemake_cmd(workdir: Path, config: dict, target: str) -> list[str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(workdir / "config.yaml"), "--cores", "2", target]
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_sigterm_then_rerun_resumes_to_the_same_weights(small_faces, tmp_path):
+    config = {"actors": {"r": {"dataset": str(small_faces)}}, "train": RESUME_TRAIN}
+    target = "results/models/r/model.pt"
+
+    straight = subprocess.run(_snakemake_cmd(tmp_path / "straight", config, target), capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-4000:]
+
+    work = tmp_path / "interrupted"
+    ckpt = work / "results/checkpoints/r/ckpt.pt"
+    proc = subprocess.Popen(_snakemake_cmd(work, config, target), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ckpt.exists(), "no checkpoint appeared"
+        os.killpg(proc.pid, signal.SIGTERM)  # what Ctrl-C in a terminal or a cluster's kill does: the whole job
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    log = (work / "results/logs/train_vae/r.log").read_text()
+    assert proc.returncode != 0 and not (work / target).exists(), output[-3000:]
+    assert "checkpoint saved" in log and ckpt.exists()
+    stopped = torch.load(ckpt, weights_only=True)["state"]
+    assert stopped["epoch"] < RESUME_TRAIN["epochs"], "the run finished before SIGTERM arrived"
+
+    resumed = subprocess.run(_snakemake_cmd(work, config, target), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    log = (work / "results/logs/train_vae/r.log").read_text()
+    assert f"resuming from results/checkpoints/r/ckpt.pt at epoch {stopped['epoch'] + 1}, batch {stopped['batch']}" in log
+    a = load_model(tmp_path / "straight" / target).state_dict()
+    b = load_model(work / target).state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert load_model(work / target).info["resumed"] == 1
+    m1 = pd.read_csv(tmp_path / "straight/results/models/r/metrics.tsv", sep="\t")
+    m2 = pd.read_csv(work / "results/models/r/metrics.tsv", sep="\t")
+    assert np.array_equal(m1["heldout_mse"], m2["heldout_mse"]) and np.array_equal(m1["loss"], m2["loss"])
