@@ -65,11 +65,11 @@ class TrainSettings:
     latent_dim: int | None = None
     width: int = 16
     epochs: int = 50
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
+    batch_size: int = 32
+    lr: float = 2e-3
+    lr_schedule: str = "constant"
     beta: float = 1.0
-    kl_warmup_epochs: float = 0.0
+    kl_warmup_epochs: float = 2.0
     recon_loss: str = "bce"
     flip: bool = True
     seed: int = 0
@@ -353,12 +353,14 @@ def make_loss(settings: TrainSettings, feature_net: str | None, device: torch.de
 
 
 def _batch(data_u8: torch.Tensor, idx: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
-    """Gather a batch of uint8 NCHW faces, flip half of them horizontally, scale to [0, 1]."""
-    x = data_u8[idx]
+    """A batch of faces as float NCHW in [0, 1], each flipped horizontally with probability 1/2.
+
+    With ``flip``, ``data_u8`` holds the N faces followed by their N mirror images (made once), so
+    choosing the flips is part of the one gather: no per-batch flip or select pass."""
     if flip:
-        mask = torch.rand(idx.shape[0], generator=gen, device=idx.device) < 0.5
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
-    return x.float().div_(255.0)
+        n = data_u8.shape[0] // 2
+        idx = idx + n * (torch.rand(idx.shape[0], generator=gen, device=idx.device) < 0.5)
+    return data_u8[idx].float().div_(255.0)
 
 
 @torch.no_grad()
@@ -429,15 +431,19 @@ def train_vae(
     model = build_model(settings.model_config())
     model.init_from_data(torch.from_numpy(faces.data[train_rows]).float().mean(0).permute(2, 0, 1) / 255.0)
     model = model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, **({"fused": True} if device.type == "cuda" else {}))
+    # The fused Adam kernel (CUDA and CPU): one pass over the parameters instead of a Python loop
+    # over them -- on the CPU it is 6x faster for the blog network, a tenth of its step.
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, fused=True)
     gen = torch.Generator(device=device)
     gen.manual_seed(settings.seed)
     loss_fn = make_loss(settings, feature_net, device)
     step_model = torch.compile(model) if settings.compile else model
 
     train_u8 = torch.from_numpy(faces.data[train_rows]).to(device).permute(0, 3, 1, 2).contiguous()
+    if settings.flip:  # the faces, then their mirror images (see _batch)
+        train_u8 = torch.cat([train_u8, train_u8.flip(3)])
     held_u8 = torch.from_numpy(faces.data[held_rows]).to(device).permute(0, 3, 1, 2).contiguous()
-    n_train = train_u8.shape[0]
+    n_train = len(train_rows)
     batch_size = min(settings.batch_size, n_train)
     n_batches = n_train // batch_size
     baseline = mean_face_mse(faces.data[train_rows], faces.data[held_rows])
