@@ -83,6 +83,11 @@ def test_reconstruction_losses_match_their_formulas():
     assert torch.allclose(recon_loss(logits, target, "bce"), bce, rtol=1e-4)
     assert torch.allclose(recon_loss(logits, target, "mse"), ((p - target) ** 2).sum() / 4, rtol=1e-5)
     assert torch.allclose(recon_loss(logits, target, "l1"), (p - target).abs().sum() / 4, rtol=1e-5)
+    # calibrated Gaussian: the NLL per image at the batch's optimal variance sigma^2 = MSE
+    mse = ((p - target) ** 2).mean()
+    sigma2 = mse
+    nll = 0.5 * ((p - target) ** 2 / sigma2 + torch.log(2 * torch.pi * sigma2)).sum() / 4
+    assert torch.allclose(recon_loss(logits, target, "gaussian"), nll, rtol=1e-4)
     with pytest.raises(FacevaeError, match="recon_loss"):
         recon_loss(logits, target, "huber")
 

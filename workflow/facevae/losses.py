@@ -13,6 +13,7 @@ summed pixel loss (so the weights are comparable with the KL term whatever a lay
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from . import FacevaeError
 
-RECON_LOSSES = ("bce", "mse", "l1")
+RECON_LOSSES = ("bce", "mse", "l1", "gaussian")
 PIXELS = 3 * 64 * 64
 
 
@@ -30,7 +31,8 @@ def recon_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "bce") ->
 
     ``bce`` is the Bernoulli negative log-likelihood computed from logits
     (``binary_cross_entropy_with_logits``: numerically stable, and allowed under CUDA autocast where
-    plain BCE on sigmoid outputs is refused); ``mse`` / ``l1`` compare ``sigmoid(logits)`` with the target.
+    plain BCE on sigmoid outputs is refused); ``mse`` / ``l1`` compare ``sigmoid(logits)`` with the
+    target; ``gaussian`` is the Gaussian negative log-likelihood with the batch's optimal variance.
     """
     logits = logits.float()
     target = target.float()
@@ -41,6 +43,14 @@ def recon_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "bce") ->
         return F.mse_loss(torch.sigmoid(logits), target, reduction="sum") / n
     if kind == "l1":
         return F.l1_loss(torch.sigmoid(logits), target, reduction="sum") / n
+    if kind == "gaussian":
+        # Gaussian likelihood whose variance is the optimum for this batch, sigma^2 = its MSE (the
+        # "calibrated decoder" of sigma-VAE, Rybkin et al. 2021): -log p = D/2 log(2 pi e sigma^2)
+        # per image. The weight of a squared error, 1/(2 sigma^2), grows as reconstructions improve,
+        # where BCE's stays near 2 -- so the KL term cannot wash the expressions out.
+        pixels = logits[0].numel()
+        mse = F.mse_loss(torch.sigmoid(logits), target).clamp_min(1e-6)
+        return 0.5 * pixels * (torch.log(mse) + math.log(2 * math.pi) + 1.0)
     raise FacevaeError(f"train.recon_loss must be one of {', '.join(RECON_LOSSES)}, not {kind!r}")
 
 

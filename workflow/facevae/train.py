@@ -70,7 +70,7 @@ class TrainSettings:
     lr_schedule: str = "constant"
     beta: float = 1.0
     kl_warmup_epochs: float = 2.0
-    recon_loss: str = "bce"
+    recon_loss: str | None = None
     flip: bool = True
     seed: int = 0
     device: str = "auto"
@@ -103,6 +103,11 @@ class TrainSettings:
             return float(self.lr)
         progress = (epoch * n_batches + batch) / max(self.epochs * n_batches, 1)
         return float(self.lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    @property
+    def recon(self) -> str:
+        """The pixel reconstruction term: ``recon_loss``, or the model's own (blog and dfc: bce, conv: gaussian)."""
+        return self.recon_loss or ("gaussian" if self.model == "conv" else "bce")
 
     @property
     def arch(self) -> str:
@@ -342,13 +347,13 @@ class _StopSignals:
 def make_loss(settings: TrainSettings, feature_net: str | None, device: torch.device):
     """``loss(logits, x) -> (reconstruction term, feature term or None)``."""
     if settings.model != "dfc":
-        return lambda logits, x: recon_loss(logits, x, settings.recon_loss)
+        return lambda logits, x: recon_loss(logits, x, settings.recon)
     from .featurenet import load_feature_net
 
     path = settings.dfc.get("feature_net") or feature_net
     if not path:
         raise FacevaeError("train.model is dfc but no feature network was given (train.dfc.feature_net or the featurenet rule)")
-    dfc = DFCLoss(load_feature_net(path, device), settings.dfc["layer_weights"], settings.dfc["pixel_weight"], settings.recon_loss)
+    dfc = DFCLoss(load_feature_net(path, device), settings.dfc["layer_weights"], settings.dfc["pixel_weight"], settings.recon)
     return lambda logits, x: dfc(logits, x)[0]
 
 
