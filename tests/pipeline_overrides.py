@@ -27,9 +27,12 @@ def celeba(media) -> dict:
 
 
 def train(media) -> dict:
-    # The default model, narrow and for two short epochs: the pipeline only has to produce real
-    # model files quickly; tests that judge quality train their own (tests/test_train.py).
-    return {"train": {"epochs": 2, "batch_size": 32, "width": 8, "checkpoint_minutes": 0}}
+    # The default model (calibrated Gaussian decoder), narrow, batch 16 for 40 epochs with a cosine
+    # learning rate: ~20 s for d6's 186 training faces on two cores, and enough for the
+    # self-reenactment to follow the driver's mouth (mouth-opening Pearson measured over seeds 0/1/2:
+    # 0.61/0.72/0.81; with a constant lr 0.46/0.72/0.74; 2 epochs: ~0.1). Tests that judge the model
+    # families train their own (tests/test_train.py).
+    return {"train": {"epochs": 40, "batch_size": 16, "lr_schedule": "cosine", "width": 8, "checkpoint_minutes": 0}}
 
 
 def render(media) -> dict:

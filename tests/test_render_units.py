@@ -111,7 +111,7 @@ def test_blog_preset_is_a_valid_config_layer():
     config = validate(deep_merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), preset))
     train = config["train"]
     assert (train["model"], train["latent_dim"], train["recon_loss"], train["batch_size"]) == ("blog", 100, "bce", 128)
-    assert (train["lr"], train["epochs"], train["flip"]) == (0.01, 100, False)
+    assert (train["lr"], train["adam_eps"], train["epochs"], train["flip"]) == (0.01, 1.0, 100, False)
     assert config["faces"]["size"] == 64 and config["render"]["layout"] == "side_by_side"
 
 

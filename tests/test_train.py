@@ -206,14 +206,15 @@ def test_pipeline_model_loads_in_a_fresh_process(pipeline, tmp_path):
     assert 0 < float(result.stdout.strip()) < 0.1
 
 
-# A few epochs of the blog's network, loss and beta = 1 on lp_d6 at every tracked frame.
-BLOG_TEST_SETTINGS = {"model": "blog", "epochs": 16, "batch_size": 16, "lr": 0.002, "kl_warmup_epochs": 2, "seed": 0}
-# The issue asks for at most half the mean-face MSE. On this project's tightly aligned crops (eyes
-# and nose fitted to the template) the mean face is already close to every frame, and the blog VAE
-# measured here plateaus near 0.55-0.6 of it (24 epochs: 0.59 at beta 1, 0.55 at beta 0.1; PCA with
-# 10 components: 0.52) -- see bench/results/train.md. The test holds it to what a few epochs
-# reliably reach, so a regression in the training loop still fails it.
-BLOG_TEST_RATIO = 0.75
+# lp_d6 at every frame the pipeline tracked (its first 25 s).
+# The blog's network with a calibrated Gaussian decoder (train.recon_loss gaussian), trained as the
+# blog did without flips, with a cosine learning rate. Measured on these 555 training faces at 16
+# epochs (~35 s on two cores): 0.42 / 0.43 of the mean face's MSE (seeds 0 / 1). With the blog's own
+# BCE term the KL term keeps the code to ~15 nats and the ratio plateaus near 0.5 (16 epochs: 0.59,
+# 40 epochs: 0.49; beta 0.1: 0.47 at 24 epochs) -- see the train.recon_loss description.
+BLOG_TEST_SETTINGS = {"model": "blog", "recon_loss": "gaussian", "flip": False, "epochs": 16, "batch_size": 16,
+                      "lr": 0.002, "lr_schedule": "cosine", "kl_warmup_epochs": 2, "seed": 0}
+BLOG_TEST_RATIO = 0.5  # the issue's bar: at most half the mean face's held-out MSE
 
 
 @pytest.mark.media

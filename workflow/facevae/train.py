@@ -68,6 +68,7 @@ class TrainSettings:
     batch_size: int = 32
     lr: float = 2e-3
     lr_schedule: str = "constant"
+    adam_eps: float = 1e-8
     beta: float = 1.0
     kl_warmup_epochs: float = 2.0
     recon_loss: str | None = None
@@ -438,7 +439,7 @@ def train_vae(
     model = model.to(device)
     # The fused Adam kernel (CUDA and CPU): one pass over the parameters instead of a Python loop
     # over them -- on the CPU it is 6x faster for the blog network, a tenth of its step.
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, fused=True)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, fused=True)
     gen = torch.Generator(device=device)
     gen.manual_seed(settings.seed)
     loss_fn = make_loss(settings, feature_net, device)
