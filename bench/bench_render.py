@@ -81,7 +81,7 @@ def main() -> None:
         "",
         f"Driver: first 30 s of lp_d6.mp4 ({info.frame_count} frames, {info.width}x{info.height}, {info.fps:g} fps, audio muxed), "
         f"tracked with the faces stage (dlib, {track_seconds:.1f} s, not counted). Panels 256 px, border 8, "
-        f"libx264 veryfast crf 18. Models with fresh weights at default sizes (conv: latent 128, width 32; blog: latent 100).",
+        f"libx264 veryfast crf 18. Models with fresh weights at default sizes (conv: latent 128, width 16; blog: latent 100).",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads. `load` is the 1-minute load average when the case started (other jobs share the cores).",
         "",
