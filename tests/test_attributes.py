@@ -246,8 +246,8 @@ def test_edit_grids_and_mouth_curves(built, small_model, actor_faces, tmp_path):
     with h5py.File(driver, "w") as f:  # a track file: one row per frame, kept flag
         f["crops"] = np.concatenate([crops, np.zeros((2, 64, 64, 3), np.uint8)])
         f["kept"] = np.array([True] * 10 + [False] * 2)
-    result = build_edits(small_model, out / "a.h5", actor_faces, {"drv": [str(driver)]}, out / "a", settings,
-                         decoded_face_geometry({}), "a")
+    build_edits(small_model, out / "a.h5", actor_faces, {"drv": [str(driver)]}, out / "a", settings,
+                decoded_face_geometry({}), "a")
     amounts = settings["amounts"]
     for name in settings["edit"]:
         image = cv2.imread(str(out / f"a/add_{name}.png"))

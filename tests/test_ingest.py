@@ -2,11 +2,10 @@
 caching and the error cases (each must leave no partial file behind)."""
 
 import json
-import os
 
 import pytest
 
-from conftest import run_snakemake, loopback_config
+from conftest import run_snakemake
 from facevae import video as vid
 from facevae.config import time_to_seconds
 

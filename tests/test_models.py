@@ -9,7 +9,6 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from facevae import FacevaeError
 from facevae.featurenet import AttributeNet, FeatureExtractor, load_feature_net, save_feature_net

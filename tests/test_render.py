@@ -219,7 +219,7 @@ def test_workflow_plans_cross_reenactment_and_edits(media, tmp_path):
     vectors, paste_back adds the face-swap video; every reenact job gets what it needs."""
     import yaml
 
-    from conftest import REPO, run_snakemake
+    from conftest import run_snakemake
 
     celeba = media("celeba/list_attr_celeba.txt").parent
     config = {

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from facevae import FacevaeError
+from facevae.atomic import atomic_path, save_figure, write_png, write_text
 
 log = logging.getLogger(__name__)
 
@@ -423,10 +424,7 @@ def write_attributes_h5(path: str | os.PathLike, data: dict, attrs: dict) -> Pat
     """Write ``results/attributes/{actor}.h5`` atomically. String arrays become UTF-8 datasets."""
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for key, value in data.items():
                 arr = np.asarray(value)
@@ -436,11 +434,7 @@ def write_attributes_h5(path: str | os.PathLike, data: dict, attrs: dict) -> Pat
                     f.create_dataset(key, data=arr)
             for key, value in attrs.items():
                 f.attrs[key] = value
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def read_attributes_h5(path: str | os.PathLike) -> dict:
@@ -472,10 +466,7 @@ def write_tsv(path: str | os.PathLike, rows: list[dict], header_lines: list[str]
     lines.append("\t".join(columns))
     for row in rows:
         lines.append("\t".join(_fmt(row[c]) for c in columns))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 def _fmt(value) -> str:
@@ -623,19 +614,9 @@ def plot_probe(path, rows: list[dict], actor: str) -> Path:
     ax.set_title(f"{actor}: CelebA attributes in the latent space ({rows[0]['folds']}-fold cross-validation by identity)")
     ax.legend(loc="upper center", ncol=2, fontsize=9)
     fig.tight_layout()
-    return _save_fig(fig, path)
+    return save_figure(fig, path)
 
 
-def _save_fig(fig, path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 def build_edits(model_path, attributes_h5, faces_path, drivers: dict[str, list[str]], outdir, settings: dict,
@@ -644,7 +625,6 @@ def build_edits(model_path, attributes_h5, faces_path, drivers: dict[str, list[s
     (``orth_{A}.png``), principal-direction traversals (``pca_{k}.png``) and the mouth-width curves
     (``mouth.tsv``, ``mouth.png``) of one actor. ``drivers`` maps a driver name to its face files
     (tracks or blog-format HDF5)."""
-    from facevae.celeba import write_png
     from facevae.modelio import load_model
 
     settings = settings_of(settings)
@@ -739,7 +719,7 @@ def plot_mouth(path, rows: list[dict], actor: str) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle(f"{actor}: decoded faces' mouth after adding the Smiling vector vs random vectors")
     fig.tight_layout()
-    return _save_fig(fig, path)
+    return save_figure(fig, path)
 
 
 def decoded_face_geometry(faces_cfg: dict | None):

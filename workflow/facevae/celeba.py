@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from facevae import FacevaeError
+from facevae.atomic import atomic_path, write_png
 
 log = logging.getLogger(__name__)
 
@@ -362,8 +363,7 @@ def write_aligned(
     kept_files = [filenames[i] for i in aligned.index]
     identity = np.array([(identities or {}).get(name, -1) for name in kept_files], dtype=np.int64)
     text = h5py.string_dtype()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             n, s = len(aligned.crops), aligned.crops.shape[1]
             f.create_dataset("data", data=aligned.crops, chunks=(max(1, min(256, n)), s, s, 3) if n else None)
@@ -376,10 +376,6 @@ def write_aligned(
             f.create_dataset("rejected_reasons", data=_strings(r for _, r in aligned.rejected), dtype=text)
             for key, value in attrs.items():
                 f.attrs[key] = value
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out
 
 
@@ -419,21 +415,6 @@ def contact_sheet(crops: np.ndarray, columns: int = 16, rows: int = 8, scale: in
     if scale > 1:
         sheet = sheet.repeat(scale, axis=0).repeat(scale, axis=1)
     return sheet
-
-
-def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
-    """Write an RGB image as PNG atomically."""
-    import cv2
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
-    if not ok:
-        raise FacevaeError(f"cannot encode {path}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
-    return path
 
 
 def prepare(celeba_cfg: dict) -> tuple[list[str], list[str], np.ndarray, dict[str, int] | None]:

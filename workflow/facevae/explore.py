@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 
 from facevae import FacevaeError, __version__
+from facevae.atomic import atomic_path
 from facevae.render import FACE_SIZE, Layout, VideoWriter, pick_device, resize_face
 
 log = logging.getLogger(__name__)
@@ -82,11 +81,8 @@ def save_png(path, image: np.ndarray, metadata: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    plt.imsave(tmp, image, format="png", metadata={k: str(v) for k, v in metadata.items()})
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        plt.imsave(tmp, image, format="png", metadata={k: str(v) for k, v in metadata.items()})
 
 
 def _faces_and_landmarks(faces_path) -> tuple[np.ndarray, np.ndarray | None]:

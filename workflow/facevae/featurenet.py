@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import FacevaeError
+from .atomic import save_figure, write_text
 
 log = logging.getLogger(__name__)
 
@@ -281,9 +282,7 @@ def train_feature_net(aligned_h5, out_path, metrics_path=None, plot_path=None, s
     if metrics_path:
         import pandas as pd
 
-        from .train import _atomic_text
-
-        _atomic_text(metrics_path, pd.DataFrame(rows).to_csv(sep="\t", index=False, float_format="%.6g"))
+        write_text(metrics_path, pd.DataFrame(rows).to_csv(sep="\t", index=False, float_format="%.6g"))
     if plot_path:
         plot_accuracy(plot_path, names, per_attr, majority_acc)
     save_feature_net(net, out_path, int(s["layers"]), info)
@@ -324,12 +323,4 @@ def plot_accuracy(path, names, accuracy, majority) -> None:
     ax.legend(loc="upper left", ncol=2)
     ax.set_title("CelebA attributes: feature network vs majority class (validation identities)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    save_figure(fig, path)

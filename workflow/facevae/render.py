@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import cv2
 import h5py
@@ -32,6 +32,7 @@ import numpy as np
 
 from facevae import FacevaeError, __version__
 from facevae import video as vid
+from facevae.atomic import save_figure, write_png, write_text
 
 log = logging.getLogger(__name__)
 
@@ -836,24 +837,6 @@ def render_reenactment(
 # ------------------------------------------------------------------------------- score outputs
 
 
-def atomic_write_text(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_png(path, image: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG through a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise FacevaeError(f"could not write {path}")
-    os.replace(tmp, path)
-
-
 def write_sheet(path, frames: list[np.ndarray], cols: int = 2) -> None:
     """A contact sheet of composed frames (grid, ``cols`` wide)."""
     if not frames:
@@ -864,7 +847,7 @@ def write_sheet(path, frames: list[np.ndarray], cols: int = 2) -> None:
     for k, f in enumerate(frames):
         r, c = divmod(k, cols)
         sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = f
-    atomic_png(path, sheet)
+    write_png(path, sheet)
 
 
 def score_table(ratios: dict, n_frames: int, seed: int = 0, permutations: int = 1000):
@@ -914,10 +897,10 @@ def write_score_outputs(outputs, ratios, track: DriverTrack, kept, actor, driver
     table.insert(0, "driver", driver)
     table.insert(0, "actor", actor)
     if outputs.get("score"):
-        atomic_write_text(outputs["score"], table.to_csv(sep="\t", index=False, float_format="%.6g"))
+        write_text(outputs["score"], table.to_csv(sep="\t", index=False, float_format="%.6g"))
     if outputs.get("series"):
         series = pd.DataFrame({"frame": track.frame, "time": track.time, "kept": kept.astype(int), **ratios})
-        atomic_write_text(outputs["series"], series.to_csv(sep="\t", index=False, float_format="%.6g"))
+        write_text(outputs["series"], series.to_csv(sep="\t", index=False, float_format="%.6g"))
     if outputs.get("plot"):
         plot_series(outputs["plot"], track.time, ratios, table, f"{actor} driven by {driver} ({video})")
     return {row["measure"]: {k: row[k] for k in ("pearson", "shuffled_pearson", "circular_p95", "scored_frames")}
@@ -943,8 +926,4 @@ def plot_series(path, t, ratios, table, title) -> None:
     axes[-1].set_xlabel("time (s)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

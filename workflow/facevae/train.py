@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from . import FacevaeError, __version__
+from .atomic import save_figure, write_png, write_text
 from .losses import DFCLoss, kl_divergence, kl_weight, recon_loss
 from .modelio import atomic_torch_save, save_model
 from .models import DEFAULT_LATENT, ModelConfig, build_model
@@ -229,21 +230,10 @@ def write_split(path: str | os.PathLike, faces: Faces, labels: np.ndarray) -> No
     import pandas as pd
 
     table = pd.DataFrame({"index": np.arange(len(faces)), "source": faces.source, "frame": faces.frame, "time": faces.time, "split": labels})
-    _atomic_text(path, table.to_csv(sep="\t", index=False, float_format="%.4f"))
+    write_text(path, table.to_csv(sep="\t", index=False, float_format="%.4f"))
 
 
 # --- checkpoint ----------------------------------------------------------------------------------
-
-
-def _atomic_text(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _code_hash() -> str:
@@ -589,7 +579,7 @@ def write_outputs(outputs: dict, model, faces: Faces, labels: np.ndarray, histor
     model.eval()
     write_split(outputs["split"], faces, labels)
     table = pd.DataFrame(history, columns=list(METRIC_COLUMNS))
-    _atomic_text(outputs["metrics"], table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(outputs["metrics"], table.to_csv(sep="\t", index=False, float_format="%.6g"))
     plot_losses(outputs["loss_plot"], table, info["meanface_mse"])
 
     held = faces.data[labels == SPLIT_HELDOUT]
@@ -617,16 +607,7 @@ def save_grid(path: str | os.PathLike, rows: list[np.ndarray], scale: int = 2) -
     for r, faces in enumerate(rows):
         for c, face in enumerate(faces):
             canvas[r * size : (r + 1) * size, c * size : (c + 1) * size] = face
-    canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
-            raise FacevaeError(f"cannot write {path}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_png(path, cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST))
 
 
 def plot_losses(path: str | os.PathLike, table, meanface_mse: float) -> None:
@@ -657,12 +638,4 @@ def plot_losses(path: str | os.PathLike, table, meanface_mse: float) -> None:
     ax3.legend()
     ax3.set_title("held-out reconstruction")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    save_figure(fig, path)

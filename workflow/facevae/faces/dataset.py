@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from facevae import FacevaeError, __version__
+from facevae.atomic import write_png, write_text
 from facevae.faces import io as fio
 from facevae.faces.track import REASONS
 
@@ -133,22 +134,6 @@ def _stack_sheets(parts: list[np.ndarray]) -> np.ndarray:
     return np.vstack(padded)
 
 
-def write_png(path: Path | str, rgb: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    if not cv2.imwrite(str(tmp), np.ascontiguousarray(rgb[:, :, ::-1])):
-        raise FacevaeError(f"cannot write {path}")
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path | str, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
 
 def assemble(
     tracks: dict[str, Path | str],
@@ -210,7 +195,7 @@ def assemble(
             f"{', '.join(sorted(tracks))}: {counts['frames']} frames, rejected by reason {json.dumps(counts['by_reason'])} "
             "(see faces.filters in the config, or the person's videos)"
         )
-    _write_text(out_table, table.to_csv(sep="\t", index=False))
+    write_text(out_table, table.to_csv(sep="\t", index=False))
     kept = np.concatenate(kept_parts) if kept_parts else np.zeros((0, 64, 64, 3), np.uint8)
     write_png(out_kept, contact_sheet(kept, f"{person}: {counts['in_dataset']} faces kept ({role}) - evenly spread sample", max_faces=320))
     sheets = []
@@ -237,7 +222,7 @@ def assemble(
             frame=np.concatenate(data_parts["frame"]).astype(np.int64),
             time=np.concatenate(data_parts["time"]).astype(np.float64),
         )
-    _write_text(out_counts, json.dumps(counts, indent=2) + "\n")
+    write_text(out_counts, json.dumps(counts, indent=2) + "\n")
     log.info("%s '%s': %s", role, person, json.dumps(counts))
     return counts
 
@@ -293,5 +278,5 @@ def dataset_report(h5_path: Path | str, actor: str, source: str, out_kept: Path 
         sample = node[idx]
     write_png(out_kept, contact_sheet(sample, f"{actor}: {n} faces from {Path(source).name} (given dataset)", max_faces=320))
     counts = {"person": actor, "role": "actor", "dataset": source, "frames": int(n), "in_dataset": int(n), "by_reason": {}}
-    _write_text(out_counts, json.dumps(counts, indent=2) + "\n")
+    write_text(out_counts, json.dumps(counts, indent=2) + "\n")
     return counts

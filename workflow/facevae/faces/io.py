@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from facevae import FacevaeError
+from facevae.atomic import atomic_path
 
 STR = h5py.string_dtype("utf-8")
 
@@ -58,10 +59,7 @@ def _read_attrs(obj) -> dict:
 
 
 def _write(path: Path | str, datasets: dict, attrs: dict, compress: tuple[str, ...] = ()) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             for key, value in datasets.items():
                 if value is None:
@@ -76,10 +74,7 @@ def _write(path: Path | str, datasets: dict, attrs: dict, compress: tuple[str, .
                 h5.create_dataset(key, data=value, **opts)
             for key, value in attrs.items():
                 h5.attrs[key] = _attr_value(value)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def _read(path: Path | str, what: str, required: tuple[str, ...], skip: tuple[str, ...] = ()) -> dict:

@@ -489,7 +489,6 @@ def decide(meta: dict, n_frames: int, settings: Settings, cfg: AlignConfig, role
            ref_desc: np.ndarray | None, excluded: set[int]) -> dict:
     """Per-frame rows of the tracks file from all face records of a video: which face is the
     person's, its measures, and the verdict."""
-    size = cfg.size
     rows = {
         "landmarks": np.full((n_frames, 68, 2), np.nan, np.float32),
         "transforms": np.full((n_frames, 2, 3), np.nan),
