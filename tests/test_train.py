@@ -130,22 +130,24 @@ def d6_faces(pipeline, tmp_path_factory) -> Path:
     return path
 
 
+def _first_faces(source: Path, n: int, folder: Path) -> Path:
+    """The first ``n`` faces of a faces file, with their source/frame/time, as a new faces file."""
+    found = load_faces(source)
+    path = folder / f"first{n}.h5"
+    write_faces(path, found.data[:n], {"aligner": "dlib"}, source=found.source[:n], frame=found.frame[:n], time=found.time[:n])
+    return path
+
+
 @pytest.fixture(scope="session")
 def small_faces(d6_faces, tmp_path_factory) -> Path:
     """240 consecutive real faces of lp_d6 (8 s) for quick training runs."""
-    found = load_faces(d6_faces)
-    path = tmp_path_factory.mktemp("smallfaces") / "small.h5"
-    write_faces(path, found.data[:240], {"aligner": "dlib"}, source=found.source[:240], frame=found.frame[:240], time=found.time[:240])
-    return path
+    return _first_faces(d6_faces, 240, tmp_path_factory.mktemp("smallfaces"))
 
 
 @pytest.fixture(scope="session")
 def tiny_faces(small_faces, tmp_path_factory) -> Path:
     """60 real faces (2 s of lp_d6): enough for one held-out block and a few batches."""
-    found = load_faces(small_faces)
-    path = tmp_path_factory.mktemp("tinyfaces") / "tiny.h5"
-    write_faces(path, found.data[:60], {"aligner": "dlib"}, source=found.source[:60], frame=found.frame[:60], time=found.time[:60])
-    return path
+    return _first_faces(small_faces, 60, tmp_path_factory.mktemp("tinyfaces"))
 
 
 @pytest.mark.media

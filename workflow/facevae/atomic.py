@@ -18,6 +18,15 @@ import numpy as np
 from . import FacevaeError
 
 
+def temp_path(path: str | os.PathLike, suffix: str = "") -> Path:
+    """A hidden temporary name beside ``path``, unique to this process (for writers that stream
+    into a file over many calls and rename it themselves; :func:`atomic_path` for everything else).
+    The target's folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error it replaces ``path``.
@@ -25,9 +34,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     ``suffix`` is appended to the temporary's name for writers that pick the format from it
     (``cv2.imwrite``, matplotlib). The target's folder is created first.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    tmp = temp_path(path, suffix)
     try:
         yield tmp
         os.replace(tmp, path)

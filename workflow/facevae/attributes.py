@@ -459,8 +459,6 @@ def vector_of(data: dict, name: str, kind: str = "mean") -> np.ndarray:
 
 def write_tsv(path: str | os.PathLike, rows: list[dict], header_lines: list[str] | None = None) -> Path:
     """Rows of dicts as a tab-separated table (atomic), optional ``# ...`` comment lines first."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(rows[0]) if rows else []
     lines = [f"# {h}" for h in header_lines or []]
     lines.append("\t".join(columns))
@@ -615,8 +613,6 @@ def plot_probe(path, rows: list[dict], actor: str) -> Path:
     ax.legend(loc="upper center", ncol=2, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
-
-
 
 
 def build_edits(model_path, attributes_h5, faces_path, drivers: dict[str, list[str]], outdir, settings: dict,

@@ -359,7 +359,6 @@ def write_aligned(
     import h5py
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     kept_files = [filenames[i] for i in aligned.index]
     identity = np.array([(identities or {}).get(name, -1) for name in kept_files], dtype=np.int64)
     text = h5py.string_dtype()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import FacevaeError
+from .atomic import atomic_path
 from .models import VAE, ModelConfig, build_model
 
 MODEL_FORMAT = "facevae-model"
@@ -27,19 +28,11 @@ MODEL_VERSION = 1
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace`` (never a torn file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def save_model(path: str | os.PathLike, model: VAE, info: dict | None = None) -> Path:

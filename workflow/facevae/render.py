@@ -32,7 +32,7 @@ import numpy as np
 
 from facevae import FacevaeError, __version__
 from facevae import video as vid
-from facevae.atomic import save_figure, write_png, write_text
+from facevae.atomic import save_figure, temp_path, write_png, write_text
 
 log = logging.getLogger(__name__)
 
@@ -393,8 +393,7 @@ class VideoWriter:
     def __init__(self, path, width: int, height: int, fps: float, audio_from=None, crf: int = 18,
                  preset: str = "veryfast", metadata: dict | None = None, threads: int = 0):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
+        self.tmp = temp_path(self.path, self.path.suffix)  # ffmpeg picks the container from the suffix
         self.width, self.height, self.frames = int(width), int(height), 0
         cmd = [vid.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}", "-r", fps_text(fps), "-i", "-"]

@@ -134,7 +134,6 @@ def _stack_sheets(parts: list[np.ndarray]) -> np.ndarray:
     return np.vstack(padded)
 
 
-
 def assemble(
     tracks: dict[str, Path | str],
     *,

@@ -27,16 +27,12 @@ import h5py
 import numpy as np
 
 from facevae import FacevaeError
-from facevae.atomic import atomic_path
+from facevae.atomic import atomic_path, temp_path
 
 STR = h5py.string_dtype("utf-8")
 
 TRACK_REQUIRED = ("crops", "landmarks", "transforms", "time", "frame", "kept", "reason")
 FACES_REQUIRED = ("data",)
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def _attr_value(value):
@@ -195,8 +191,7 @@ class TrackWriter:
 
     def __init__(self, path: Path | str, n_frames: int, size: int, attrs: dict):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = _tmp_path(self.path)
+        self.tmp = temp_path(self.path)
         self.h5 = h5py.File(self.tmp, "w")
         self.n = n_frames
         self.crops = self.h5.create_dataset(
