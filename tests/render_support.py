@@ -14,8 +14,7 @@ import torch
 from facevae.faces.align import AlignConfig, align_face
 from facevae.faces.io import write_track
 from facevae.faces.models import PREDICTOR_68, dlib_model
-from facevae.render import read_frames
-from facevae.video import probe
+from facevae.video import probe, read_frames
 
 
 def make_track(video_path, out_path, first: int = 0, count: int | None = None, drop=(), cfg: AlignConfig = AlignConfig()):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from facevae import FacevaeError, modelio
+from facevae.compose import Layout, resize_face
 from facevae.explore import interpolate_latents, pick_faces, render_explore, walk_latents
 from facevae.faces.align import template_landmarks
 from facevae.faces.io import read_track, write_faces
-from facevae.render import Layout, read_frames, resize_face
-from facevae.video import ffmpeg_exe, probe
+from facevae.video import ffmpeg_exe, probe, read_frames
 from render_support import render_kit
 
 

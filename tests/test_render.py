@@ -11,18 +11,10 @@ import numpy as np
 import pytest
 
 from facevae import FacevaeError, modelio
-from facevae.faces.io import read_track
-from facevae.render import (
-    DriverTrack,
-    Layout,
-    Paster,
-    RenderConfig,
-    VideoWriter,
-    read_frames,
-    render_reenactment,
-    resize_face,
-)
-from facevae.video import VideoError, ffmpeg_exe, probe
+from facevae.compose import Layout, Paster, resize_face
+from facevae.faces.io import DriverTrack, read_track
+from facevae.render import RenderConfig, render_reenactment
+from facevae.video import VideoError, VideoWriter, ffmpeg_exe, probe, read_frames
 from render_support import render_kit
 
 pytestmark = pytest.mark.media

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 
 from facevae import modelio
+from facevae.compose import Layout, Paster, resize_face
 from facevae.config import validate
 from facevae.faces.io import read_track
-from facevae.render import Layout, Paster, RenderConfig, read_frames, resize_face
-from facevae.video import probe
+from facevae.render import RenderConfig
+from facevae.video import probe, read_frames
 
 pytestmark = [pytest.mark.media, pytest.mark.slow]
 

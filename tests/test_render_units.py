@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from facevae import FacevaeError
-from facevae.render import Layout, RenderConfig, edit_vector, letterbox, shown_index, smooth_latents, template_mask
+from facevae.compose import Layout, letterbox, template_mask
+from facevae.render import RenderConfig, edit_vector, shown_index, smooth_latents
 
 
 # ------------------------------------------------------------------------------- pure functions
@@ -121,7 +122,7 @@ def test_fast_codec_agrees_with_modelio(arch):
 
     from facevae import modelio
     from facevae.models import ModelConfig, build_model
-    from facevae.render import Codec
+    from facevae.modelio import Codec
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, latent_dim=12, width=8)).eval()
@@ -136,7 +137,7 @@ def test_fast_codec_agrees_with_modelio(arch):
 
 
 def test_match_color_moves_mean_and_spread_inside_the_mask():
-    from facevae.render import match_color
+    from facevae.compose import match_color
 
     rng = np.random.default_rng(0)
     face = rng.normal(180, 10, (64, 64, 3)).clip(0, 255).astype(np.uint8)

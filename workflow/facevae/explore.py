@@ -17,9 +17,14 @@ import logging
 
 import numpy as np
 
-from facevae import FacevaeError, __version__
+from facevae import FacevaeError, __version__, modelio
 from facevae.atomic import atomic_path
-from facevae.render import FACE_SIZE, Layout, VideoWriter, pick_device, resize_face
+from facevae.compose import Layout, resize_face
+from facevae.expression import mouth_open_ratio
+from facevae.faces.io import read_faces
+from facevae.modelio import pick_device
+from facevae.models import FACE_SIZE
+from facevae.video import VideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +59,6 @@ def interpolate_latents(z_a: np.ndarray, z_b: np.ndarray, steps: int) -> tuple[n
 def pick_faces(landmarks: np.ndarray | None, n: int) -> tuple[int, int]:
     """Rows of the most closed and the most open mouth (by ``mouth_open_ratio``); (0, n - 1)
     when the file has no usable landmarks."""
-    from facevae.expression import mouth_open_ratio
-
     if landmarks is not None and len(landmarks) == n and n >= 2:
         ratio = mouth_open_ratio(landmarks)
         if np.isfinite(ratio).sum() >= 2:
@@ -86,8 +89,6 @@ def save_png(path, image: np.ndarray, metadata: dict) -> None:
 
 
 def _faces_and_landmarks(faces_path) -> tuple[np.ndarray, np.ndarray | None]:
-    from facevae.faces.io import read_faces
-
     faces = read_faces(faces_path)
     data = faces["data"]
     if data.ndim != 4 or data.shape[1:] != (FACE_SIZE, FACE_SIZE, 3) or len(data) == 0:
@@ -101,8 +102,6 @@ def render_explore(model_path, faces_path, outputs: dict, cfg: dict, actor: str,
     ``cfg`` is the ``explore:`` config section (defaults filled in). Returns what was chosen.
     """
     from tqdm import tqdm
-
-    from facevae import modelio
 
     model = modelio.load_model(model_path, device=pick_device(cfg.get("device", "auto")))
     dim = model.config.latent_dim

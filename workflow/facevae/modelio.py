@@ -7,10 +7,13 @@
      "state_dict": {...}, "info": {...}}   # info: training config, final metrics, split sizes (free-form)
 
 so ``load_model(path)`` rebuilds the network in a fresh process without any training argument.
+:class:`Codec` is the render's fast inference path (same contract as :func:`encode` / :func:`decode`);
+:func:`pick_device` resolves ``device: auto``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -20,7 +23,7 @@ import torch
 
 from . import FacevaeError
 from .atomic import atomic_path
-from .models import VAE, ModelConfig, build_model
+from .models import FACE_SIZE, VAE, ModelConfig, build_model
 
 MODEL_FORMAT = "facevae-model"
 MODEL_VERSION = 1
@@ -140,3 +143,45 @@ def decode(model: VAE, z, batch_size: int = 256) -> np.ndarray:
 def reconstruct(model: VAE, images, batch_size: int = 256) -> np.ndarray:
     """uint8 faces -> uint8 reconstructions through the posterior mean (no sampling)."""
     return decode(model, encode(model, images, batch_size), batch_size)
+
+
+def pick_device(name: str = "auto") -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+class Codec:
+    """An actor model's encoder (posterior mean) and decoder, made fast for inference.
+
+    Same contract as ``modelio.encode`` / ``modelio.decode`` (uint8 NHWC faces <-> float32 codes),
+    but the network runs on a channels-last copy of the weights under ``torch.inference_mode`` --
+    on the CPU about twice the frames per second of the default layout, for the same numbers up to
+    float rounding.
+    """
+
+    def __init__(self, model, batch_size: int = 256):
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        self.latent_dim = model.config.latent_dim
+        self.model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(images), self.batch_size):
+                x = images_to_tensor(images[i : i + self.batch_size], self.device)
+                mu, _ = self.model.encode(x.contiguous(memory_format=torch.channels_last))
+                out.append(mu.float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self.latent_dim), np.float32)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        z = torch.as_tensor(np.asarray(z, np.float32))
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise FacevaeError(f"latent codes must be N x {self.latent_dim}, got {tuple(z.shape)}")
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(z), self.batch_size):
+                logits = self.model.decode(z[i : i + self.batch_size].to(self.device))
+                out.append(tensor_to_images(torch.sigmoid(logits.float())))
+        return np.concatenate(out) if out else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 
 from . import FacevaeError
 
-IMAGE_SIZE = 64
+FACE_SIZE = 64  # what the VAEs take and give (square RGB faces); the one model-input size
+IMAGE_SIZE = FACE_SIZE  # the older name, kept as an alias
 ARCHS = ("blog", "conv")
 DEFAULT_LATENT = {"blog": 100, "conv": 128}
 
@@ -52,7 +53,7 @@ class ModelConfig:
     arch: str = "conv"
     latent_dim: int = 128
     width: int = 16  # base channel count of ``conv`` (``blog`` is fixed at 32/64/128/256)
-    image_size: int = IMAGE_SIZE
+    image_size: int = FACE_SIZE
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -61,8 +62,8 @@ class ModelConfig:
             raise FacevaeError(f"latent_dim must be a positive integer, not {self.latent_dim!r}")
         if not isinstance(self.width, int) or self.width < 4:
             raise FacevaeError(f"model width must be an integer >= 4, not {self.width!r}")
-        if self.image_size != IMAGE_SIZE:
-            raise FacevaeError(f"image_size must be {IMAGE_SIZE} (faces are 64x64), not {self.image_size!r}")
+        if self.image_size != FACE_SIZE:
+            raise FacevaeError(f"image_size must be {FACE_SIZE} (faces are 64x64), not {self.image_size!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -231,7 +232,7 @@ class ConvVAE(VAE):
         # A per-pixel output bias: the decoder adds the difference from a base image, which
         # init_from_data sets to the training set's mean face, so training starts at the mean face
         # instead of spending its first epochs learning it from grey.
-        self.out_bias = nn.Parameter(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+        self.out_bias = nn.Parameter(torch.zeros(1, 3, FACE_SIZE, FACE_SIZE))
 
     def encode(self, x):
         h = self.fc_enc(self.encoder(x * 2.0 - 1.0))

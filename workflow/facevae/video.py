@@ -1,4 +1,5 @@
-"""ffmpeg helpers shared by every stage: where the binary is, probing, trimming, re-encoding.
+"""ffmpeg helpers shared by every stage: where the binary is, probing, trimming, re-encoding, and
+streaming RGB frames in (:func:`read_frames`) and out (:class:`VideoWriter`, with muxed audio).
 
 imageio-ffmpeg ships a static ffmpeg under another file name and no ffprobe, so probing reads
 ffmpeg's own report of a fast demux-only pass (``-c copy -f null``): it gives the stream layout,
@@ -14,9 +15,14 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from facevae import FacevaeError
+
+if TYPE_CHECKING:  # annotations only; see the note on the frame streams below
+    import numpy as np
 
 # Codecs every later rule (OpenCV, imageio-ffmpeg) decodes and mp4 carries; others are re-encoded.
 PORTABLE_VIDEO_CODECS = {"h264"}
@@ -193,3 +199,116 @@ def to_portable_mp4(
         "re-encoding",
     )
     return "re-encode"
+
+
+# ------------------------------------------------------------------------------- frame streams
+# numpy (and facevae.atomic, which imports it) are imported inside these functions, not at the
+# top: the ingest rules import this module in envs/ingest.yaml, which has no numpy.
+
+
+def fps_text(fps: float) -> str:
+    """ffmpeg frame-rate text: NTSC rates as exact fractions (29.97 -> 30000/1001)."""
+    for base in (24, 30, 60, 120):
+        if abs(fps - base * 1000 / 1001) < 0.005:
+            return f"{base * 1000}/1001"
+    return f"{fps:.6g}"
+
+
+class VideoWriter:
+    """Stream RGB frames into an H.264 mp4 through ffmpeg, optionally with another file's audio.
+
+    Written to a temporary file beside ``path`` and moved into place by :meth:`close` (after the
+    encoder succeeded), so no partial video is ever left under the final name::
+
+        with VideoWriter(path, width, height, fps, audio_from=driver_mp4) as out:
+            out.write(frame)
+    """
+
+    def __init__(self, path, width: int, height: int, fps: float, audio_from=None, crf: int = 18,
+                 preset: str = "veryfast", metadata: dict | None = None, threads: int = 0):
+        from facevae.atomic import temp_path  # imports numpy: see the frame streams note
+
+        self.path = Path(path)
+        self.tmp = temp_path(self.path, self.path.suffix)  # ffmpeg picks the container from the suffix
+        self.width, self.height, self.frames = int(width), int(height), 0
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}", "-r", fps_text(fps), "-i", "-"]
+        if audio_from:
+            cmd += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "copy"]
+        cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
+                "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
+        if threads:
+            cmd += ["-threads", str(threads)]
+        for key, value in (metadata or {}).items():
+            cmd += ["-metadata", f"{key}={value}"]
+        cmd.append(str(self.tmp))
+        self._err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._err)
+        self.encode_seconds = 0.0  # time blocked handing frames to the encoder
+
+    def write(self, frame: np.ndarray) -> None:
+        import numpy as np
+
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise FacevaeError(f"frame {frame.shape} {frame.dtype} does not match the video's {self.height}x{self.width}x3 uint8")
+        start = time.perf_counter()
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(frame).data)
+        except BrokenPipeError:
+            self._fail("the encoder stopped taking frames")
+        self.encode_seconds += time.perf_counter() - start
+        self.frames += 1
+
+    def _fail(self, what: str):
+        self.proc.kill()
+        self.proc.wait()
+        self._err.seek(0)
+        tail = " | ".join(self._err.read().decode(errors="replace").strip().splitlines()[-3:])
+        self.tmp.unlink(missing_ok=True)
+        raise VideoError(self.path, f"{what}: {tail or 'ffmpeg exit ' + str(self.proc.returncode)}")
+
+    def close(self) -> Path:
+        start = time.perf_counter()
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        code = self.proc.wait()
+        self.encode_seconds += time.perf_counter() - start
+        if code != 0:
+            self._fail("encoding failed")
+        os.replace(self.tmp, self.path)
+        self._err.close()
+        return self.path
+
+    def abort(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.tmp.unlink(missing_ok=True)
+        self._err.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+def read_frames(path) -> Iterator[np.ndarray]:
+    """Decoded RGB frames of a video, streamed (imageio-ffmpeg), as H x W x 3 uint8 arrays."""
+    import imageio_ffmpeg
+    import numpy as np
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    w, h = meta["size"]
+    try:
+        for raw in reader:
+            yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
+    finally:
+        reader.close()

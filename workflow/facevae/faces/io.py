@@ -15,19 +15,27 @@ Training faces, ``results/faces/{actor}.h5`` (the blog's format plus provenance)
   ``actors.<a>.dataset`` may hold only ``data``: ``read_faces`` returns what the file has.
 
 Writers write a temporary file beside the target and ``os.replace`` it: never a partial output.
+:class:`DriverTrack` reads a tracks file in slices for the render (crops at the models' ``FACE_SIZE``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 
 from facevae import FacevaeError
 from facevae.atomic import atomic_path, temp_path
+from facevae.faces.align import AlignConfig
+from facevae.models import FACE_SIZE
+
+log = logging.getLogger(__name__)
 
 STR = h5py.string_dtype("utf-8")
 
@@ -242,3 +250,56 @@ class TrackWriter:
 def _datasets(path: Path) -> list[str]:
     with h5py.File(path, "r") as h5:
         return list(h5.keys())
+
+
+ALIGN_FIELDS = ("size", "template_scale", "template_offset_y", "points")
+
+
+class DriverTrack:
+    """A track file (interface 2), read in slices so long videos never sit in memory whole."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FacevaeError(f"track file {self.path} not found")
+        try:
+            self._h5 = h5py.File(self.path, "r")
+            h5 = self._h5
+            self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+            self.kept = h5["kept"][:].astype(bool)
+            self.transforms = h5["transforms"][:].astype(np.float64)
+            self.time = h5["time"][:].astype(np.float64)
+            self.frame = h5["frame"][:].astype(np.int64)
+            self.crops = h5["crops"]
+            self.landmarks = h5["landmarks"]
+        except (OSError, KeyError) as err:
+            raise FacevaeError(f"track file {self.path} is not a readable track (interface 2): {err}") from None
+        self.n = len(self.kept)
+        self.crop_size = int(self.crops.shape[1])
+
+    def align_config(self, size: int | None = None):
+        """The crop geometry the track was made with (its AlignConfig attributes), at ``size`` px."""
+        if all(key in self.attrs for key in ALIGN_FIELDS):
+            cfg = AlignConfig.from_attrs(self.attrs)
+        else:
+            log.warning("%s has no alignment attributes; assuming the default template", self.path)
+            cfg = AlignConfig(size=self.crop_size)
+        return dataclasses.replace(cfg, size=size) if size is not None else cfg
+
+    def read_crops(self, start: int, stop: int, size: int = FACE_SIZE) -> np.ndarray:
+        """Crops of frames [start, stop) as uint8 (n, size, size, 3) (resized if the track's differ)."""
+        crops = self.crops[start:stop]
+        if crops.shape[1] != size:
+            crops = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]) if len(crops) else \
+                np.zeros((0, size, size, 3), np.uint8)
+        return crops
+
+    def close(self):
+        self._h5.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
