@@ -1,16 +1,47 @@
 # Reenactment: every (actor, driver) pair's driver videos through the actor's VAE
 # (results/reenact/{actor}/{driver}/{video}.*). A driver may be another actor (cross-reenactment).
 
-from facevae.render_plan import reenact_attributes, reenact_outputs, reenact_targets
+from facevae.render_plan import (
+    RETARGET_OUTPUTS,
+    reenact_attributes,
+    reenact_outputs,
+    reenact_retarget,
+    reenact_targets,
+    retarget_fit_settings,
+)
+
+
+rule fit_retarget:
+    """Fit the actor's map from its own landmarks to its latent means (render.drive retarget)."""
+    input:
+        faces="results/faces/{actor}.h5",
+        model="results/models/{actor}/model.pt",
+    output:
+        **RETARGET_OUTPUTS,
+    log:
+        "results/logs/fit_retarget/{actor}.log",
+    benchmark:
+        "results/benchmarks/fit_retarget/{actor}.tsv"
+    wildcard_constraints:
+        actor=NAME,
+    conda:
+        "../envs/render.yaml"
+    threads: 2
+    params:
+        settings=retarget_fit_settings(config),
+    script:
+        "../workflow/scripts/fit_retarget.py"
 
 
 rule reenact:
-    """Encode the driver's track (posterior means), decode as the actor, compose, mux audio, score."""
+    """Drive the actor with the driver's track (render.drive), decode, compose, mux audio, score."""
     input:
         track="results/tracks/{driver}/{video}.h5",
         video="results/videos/{driver}/{video}.mp4",
         meta="results/videos/{driver}/{video}.json",
         model="results/models/{actor}/model.pt",
+        faces="results/faces/{actor}.h5",
+        retarget=lambda wc: reenact_retarget(config, wc.actor),
         attributes=lambda wc: reenact_attributes(config, wc.actor),
     output:
         **reenact_outputs(config),

@@ -23,7 +23,7 @@ from facevae.compose import Layout, resize_face
 from facevae.expression import mouth_open_ratio
 from facevae.faces.io import read_faces
 from facevae.modelio import pick_device
-from facevae.models import FACE_SIZE
+from facevae import FACE_SIZE
 from facevae.video import VideoWriter
 
 log = logging.getLogger(__name__)

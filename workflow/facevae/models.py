@@ -38,10 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import FacevaeError
+from . import FACE_SIZE, FacevaeError
 
-FACE_SIZE = 64  # what the VAEs take and give (square RGB faces); the one model-input size
-IMAGE_SIZE = FACE_SIZE  # the older name, kept as an alias
 ARCHS = ("blog", "conv")
 DEFAULT_LATENT = {"blog": 100, "conv": 128}
 

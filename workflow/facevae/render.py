@@ -1,7 +1,8 @@
 """Reenactment rendering: a driver's face track through an actor's VAE, composed into a video.
 
 For each decoded frame of the driver video (one row of ``results/tracks/{driver}/{video}.h5``) the
-aligned crop goes through the actor's encoder (the posterior mean, no sampling noise) and decoder.
+driving path (:mod:`facevae.driving`: landmark retargeting by default, or the actor's encoder on
+the crop) gives a latent code, which the actor's decoder turns into the actor's face.
 Frames are composed into panels on a canvas drawn once (borders, name labels), streamed into an
 ffmpeg process that encodes H.264 and copies the driver's audio stream in, so the result has the
 driver's frame rate, frame count and sound. ``paste_back`` also warps the actor face into the
@@ -9,8 +10,8 @@ driver's full frame through the inverse of the stored crop<-frame similarity, bl
 feathered mask -- the face-swap view.
 
 Here: :class:`RenderConfig` (the ``render:`` config section), :func:`smooth_latents`,
-:func:`shown_index`, :func:`edit_vector`, :func:`encode_track` and :func:`render_reenactment` (the
-rule). The pieces it puts together, each usable and tested alone, live by capability:
+:func:`shown_index`, :func:`edit_vector` and :func:`render_reenactment` (the rule). How a
+driver frame becomes the actor's z is :mod:`facevae.driving`. The pieces it puts together, each usable and tested alone, live by capability:
 :mod:`facevae.compose` (:class:`~facevae.compose.Layout`: canvas, panel boxes, composition;
 :class:`~facevae.compose.Paster`: mask and paste-back), :mod:`facevae.video`
 (:class:`~facevae.video.VideoWriter`: ffmpeg streaming with muxed audio; ``read_frames``),
@@ -33,11 +34,11 @@ import numpy as np
 from facevae import FacevaeError, __version__, modelio
 from facevae import video as vid
 from facevae.compose import INTERPOLATIONS, Layout, Paster, letterbox, match_color, parse_color, resize_face, write_sheet
-from facevae.expression import eye_open_ratio, mouth_open_ratio
-from facevae.faces.io import DriverTrack
+from facevae.driving import DRIVES, RetargetSettings, encode_track, load_retarget, retarget_track
+from facevae.faces.io import DriverTrack, read_faces
 from facevae.modelio import Codec, pick_device
-from facevae.models import FACE_SIZE
-from facevae.scoring import measure_faces, write_score_outputs
+from facevae import FACE_SIZE
+from facevae.scoring import ScoreMeter, retrieval_index, write_score_outputs
 from facevae.video import VideoWriter, read_frames
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,14 @@ class RenderConfig:
     preset: str = "veryfast"
     edit: dict = dataclasses.field(default_factory=dict)
     device: str = "auto"
+    drive: str = "retarget"
+    retarget: dict = dataclasses.field(default_factory=dict)
     score_upscale: int = 4
     score_permutations: int = 1000
     score_sharpen: float = 2.5
+    score_mesh_sharpen: float = 1.0
+    score_identity_every: int = 3
+    score_identity_threshold: float = 0.6
     seed: int = 0
 
     def __post_init__(self):
@@ -82,6 +88,8 @@ class RenderConfig:
             raise FacevaeError(f"render.smooth must be an odd number of frames >= 1 (1 = off), not {self.smooth!r}")
         if int(self.panel_size) < 16:
             raise FacevaeError(f"render.panel_size must be >= 16 px, not {self.panel_size!r}")
+        if self.drive not in DRIVES:
+            raise FacevaeError(f"render.drive must be one of {', '.join(DRIVES)}, not {self.drive!r}")
 
     @classmethod
     def from_config(cls, section: dict | None) -> "RenderConfig":
@@ -92,7 +100,7 @@ class RenderConfig:
             if key in ("border_color", "label_color"):
                 value = parse_color(value)
             kwargs[key] = value
-        for key in ("upscale", "permutations", "sharpen"):
+        for key in ("upscale", "permutations", "sharpen", "mesh_sharpen", "identity_every", "identity_threshold"):
             if key in score:
                 kwargs[f"score_{key}"] = score[key]
         if "seed" in score:
@@ -177,18 +185,6 @@ class Timings:
         return dataclasses.asdict(self)
 
 
-def encode_track(codec: Codec, track: DriverTrack, chunk: int = 512) -> np.ndarray:
-    """Posterior means of every kept frame's crop; (N, D) float32 with NaN rows for other frames."""
-    z = np.full((track.n, codec.latent_dim), np.nan, np.float32)
-    for start in range(0, track.n, chunk):
-        stop = min(start + chunk, track.n)
-        keep = track.kept[start:stop]
-        if keep.any():
-            crops = track.read_crops(start, stop)[keep]
-            z[start:stop][keep] = codec.encode(crops)
-    return z
-
-
 def render_reenactment(
     track_path,
     video_path,
@@ -200,6 +196,8 @@ def render_reenactment(
     video: str,
     meta_path=None,
     attributes_path=None,
+    faces_path=None,
+    retarget_path=None,
     chunk: int = 256,
     score: bool = True,
     progress: bool = True,
@@ -209,6 +207,9 @@ def render_reenactment(
     ``outputs``: ``video`` (composite mp4), and optionally ``paste`` (full-frame face swap mp4),
     ``score`` (expression-transfer TSV), ``series`` (per-frame TSV), ``plot`` (PNG of the series),
     ``sheet`` (PNG of a few composed frames). Returns a summary dict (frames, timings, scores).
+    ``faces_path``: the actor's training faces (the score's identity reference and retrieval
+    baseline; needed when scoring). ``retarget_path``: the actor's map (rule fit_retarget; needed
+    for ``cfg.drive == "retarget"``).
     """
     from tqdm import tqdm
 
@@ -228,7 +229,15 @@ def render_reenactment(
         if not kept.any():
             log.warning("%s: no kept face in any frame; every panel is blank", track_path)
         t0 = time.perf_counter()
-        z = encode_track(codec, track)
+        if cfg.drive == "retarget":
+            if retarget_path is None:
+                raise FacevaeError("render.drive retarget needs the actor's retargeting map (rule fit_retarget)")
+            retarget = RetargetSettings.from_config(cfg.retarget)  # checks the keys before any work
+            z, drive_info = retarget_track(load_retarget(retarget_path), track, cfg.retarget.get("neutral", "video"),
+                                           cfg.retarget.get("gain", 1.0))
+            drive_info["map"] = dataclasses.asdict(retarget)
+        else:
+            z, drive_info = encode_track(codec, track), {}
         z = smooth_latents(z, kept, cfg.smooth)
         if cfg.edit:
             z = (z + edit_vector(attributes_path, cfg.edit, model.config.latent_dim)).astype(np.float32)
@@ -242,7 +251,8 @@ def render_reenactment(
             paster = Paster(track.crop_size, geometry.template_scale, geometry.template_offset_y, cfg.feather,
                             interpolation=cfg.interpolation)
         description = json.dumps({"facevae": __version__, "actor": actor, "driver": driver, "video": video,
-                                  "layout": cfg.layout, "smooth": cfg.smooth, "edit": cfg.edit, "missing": cfg.missing})
+                                  "layout": cfg.layout, "smooth": cfg.smooth, "edit": cfg.edit, "missing": cfg.missing,
+                                  "drive": cfg.drive, **({"retarget": drive_info} if drive_info else {})}, default=str)
         audio = video_path if has_audio else None
         writer = VideoWriter(outputs["video"], layout.width, layout.height, fps, audio, cfg.crf, cfg.preset,
                              metadata={"comment": description})
@@ -252,7 +262,17 @@ def render_reenactment(
         sheet_at = set(np.linspace(0, max(n - 1, 0), 6).round().astype(int).tolist()) if outputs.get("sheet") else set()
         sheet_frames = []
         align64 = track.align_config(FACE_SIZE)
-        ratios = {f"{who}_{key}": np.full(n, np.nan) for key in ("mouth", "eye") for who in ("driver", "actor", "instrument")}
+        meter = baseline = None
+        if score:
+            if faces_path is None:
+                raise FacevaeError("the reenactment score needs the actor's training faces (results/faces/{actor}.h5)")
+            actor_faces = read_faces(faces_path)
+            if "landmarks" not in actor_faces:
+                raise FacevaeError(f"{faces_path} has no landmarks: the score's retrieval baseline needs faces made by the faces stage")
+            meter = ScoreMeter(n, align64, cfg, actor_faces["data"])
+            baseline = np.zeros(n, np.int64)
+            if kept.any():
+                baseline[kept] = retrieval_index(actor_faces["landmarks"], np.asarray(track.landmarks[:])[kept])
         last_face = last_crop = None
         try:
             bar = tqdm(total=n, desc=f"reenact {actor}<-{driver}/{video}", unit="frame", disable=not progress, mininterval=2)
@@ -274,19 +294,10 @@ def render_reenactment(
                 keep = kept[start:stop]
                 faces = codec.decode(z[start:stop][keep]) if keep.any() else np.zeros((0, 64, 64, 3), np.uint8)
                 timings.encode_decode += time.perf_counter() - t0
-                if score and keep.any():
+                if meter is not None and keep.any():
                     t0 = time.perf_counter()
-                    # The driver: the track's landmarks, measured on its full-resolution frames. The
-                    # actor: predicted on the rendered faces. The driver's crops through the actor's
-                    # instrument give the instrument's own ceiling (instrument_pearson).
-                    lm_d = track.landmarks[start:stop][keep]
-                    lm_i = measure_faces(crops[keep], align64, cfg.score_upscale, cfg.score_sharpen)
-                    lm_a = measure_faces(faces, align64, cfg.score_upscale, cfg.score_sharpen)
-                    sl = np.arange(start, stop)[keep]
-                    for key, fn in (("mouth", mouth_open_ratio), ("eye", eye_open_ratio)):
-                        ratios[f"driver_{key}"][sl] = fn(lm_d)
-                        ratios[f"actor_{key}"][sl] = fn(lm_a)
-                        ratios[f"instrument_{key}"][sl] = fn(lm_i)
+                    rows = np.arange(start, stop)[keep]
+                    meter.add(rows, crops[keep], track.landmarks[start:stop][keep], faces, actor_faces["data"][baseline[rows]])
                     timings.landmarks += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 j = 0
@@ -344,8 +355,9 @@ def render_reenactment(
             "audio": has_audio, "seconds": time.perf_counter() - t_start, "timings": timings.as_dict(),
             "width": layout.width, "height": layout.height,
         }
-        if score:
-            summary["scores"] = write_score_outputs(outputs, ratios, track, kept, actor, driver, video, cfg)
+        if meter is not None:
+            summary["scores"] = write_score_outputs(outputs, meter, track, actor, driver, video, cfg)
+            meter.close()
         if outputs.get("sheet"):
             write_sheet(outputs["sheet"], sheet_frames)
     log.info("rendered %d frames (%d with a kept face) in %.1f s: %s", n, int(kept.sum()), summary["seconds"],

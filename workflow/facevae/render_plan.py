@@ -42,6 +42,30 @@ def reenact_attributes(config: dict, actor: str) -> list[str]:
     return [f"results/attributes/{actor}.h5"] if (config.get("render") or {}).get("edit") else []
 
 
+RETARGET_OUTPUTS = {
+    "map": "results/models/{actor}/retarget.pt",
+    "table": "results/models/{actor}/retarget.tsv",
+}
+# The render.retarget keys the fitted map depends on (the others -- neutral, gain -- are applied
+# at render time), so changing a render-time key re-renders without refitting.
+RETARGET_FIT_KEYS = ("features", "map", "bandwidth", "l2", "max_centres", "folds")
+
+
+def drives_by_retargeting(config: dict) -> bool:
+    return ((config.get("render") or {}).get("drive") or "retarget") == "retarget"
+
+
+def retarget_fit_settings(config: dict) -> dict:
+    """The ``render.retarget`` keys rule fit_retarget depends on."""
+    section = (config.get("render") or {}).get("retarget") or {}
+    return {k: section[k] for k in RETARGET_FIT_KEYS if k in section}
+
+
+def reenact_retarget(config: dict, actor: str) -> list[str]:
+    """The actor's retargeting map, an input only when ``render.drive`` is retarget."""
+    return [RETARGET_OUTPUTS["map"].format(actor=actor)] if drives_by_retargeting(config) else []
+
+
 def reenact_targets(config: dict) -> list[str]:
     """Every file of every reenactment job."""
     patterns = reenact_outputs(config)

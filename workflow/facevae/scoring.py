@@ -1,124 +1,234 @@
-"""The reenactment score files: how well the driver's expression reaches the rendered actor.
+"""The reenactment score files: does the rendered actor make the driver's expression, and stay the actor?
 
-For the kept frames of a render, :func:`measure_faces` predicts 68 landmarks on aligned faces (the
-actor's rendered faces, and the driver's own crops for the instrument's ceiling), after the
-:func:`sharpen` unsharp mask. :func:`score_table` turns the mouth- and eye-opening series into one
-row per measure (the transfer score and its chance-level controls), and
-:func:`write_score_outputs` writes the score TSV, the per-frame series TSV and
-:func:`plot_series`'s PNG. The measures themselves (ratios, Pearson, ``transfer_score``) are
-:mod:`facevae.expression`.
+:class:`ScoreMeter` collects, chunk by chunk while a video renders, every per-frame measure:
+
+- mouth- and eye-opening ratios from two instruments (:mod:`facevae.instruments`): MediaPipe's face
+  mesh, the *independent* one (no part in driving; applied alike to the driver's 64x64 crop and
+  the rendered face), and dlib's 68 points (the driver's series from the track's full-frame
+  landmarks, the rendered face's re-measured on it, and the driver's crop through the same
+  re-measurement as the instrument's ceiling);
+- the same ratios of the retrieval baseline: for each driver frame the actor's own training face
+  whose eye and mouth landmarks (centred, in inter-ocular distances) are nearest the driver's --
+  a non-learned control the model must come near (:func:`retrieval_index`);
+- identity: dlib's descriptor of every ``identity_every``-th rendered face against the mean
+  descriptor of the actor's training faces and of the driver's crops, all upscaled alike.
+
+:meth:`ScoreMeter.table` gives one row per instrument and measure: the Pearson r with its
+chance-level controls (:func:`facevae.expression.transfer_score`), scored frames and their share
+of the kept frames (a frame where an instrument finds no face is counted, never silently dropped),
+the baseline's r, temporal jitter of both, and the identity columns (the same on every row: they
+are per video). :func:`write_score_outputs` writes the TSVs and the plot.
 """
 
 from __future__ import annotations
 
-import cv2
+import logging
+
 import numpy as np
 
 from facevae.atomic import save_figure, write_text
-from facevae.expression import pearson, transfer_score
-from facevae.faces.io import DriverTrack
-from facevae.faces.measure import crop_landmarks
+from facevae.expression import interocular_distance, pearson, transfer_score
+from facevae.instruments import MeshInstrument, dlib_ratios, face_descriptors, identity_kept, landmark_ratios
 
-SHARPEN_SIGMA = 3.0 / 64  # unsharp-mask radius, as a fraction of the face size (3 px at 64 px)
+log = logging.getLogger(__name__)
+
+MEASURES = (("mouth_open", 0), ("eye_open", 1))
+MIN_SCORED_SHARE = 0.9  # below this share of kept frames a score is flagged in the log
 
 
-def sharpen(faces: np.ndarray, amount: float) -> np.ndarray:
-    """Unsharp mask: ``face + amount * (face - gaussian(face))``, radius ``SHARPEN_SIGMA`` of the size.
+def retrieval_features(landmarks: np.ndarray) -> np.ndarray:
+    """Eye and mouth points (36-67) centred on their mean and divided by the inter-ocular distance."""
+    lm = np.asarray(landmarks, np.float64)
+    pts = lm[:, 36:68]
+    iod = interocular_distance(lm)
+    return ((pts - pts.mean(axis=1, keepdims=True)) / iod[:, None, None]).reshape(len(lm), -1)
 
-    dlib's predictor loses the lips on blurred faces -- VAE output is blurred -- and an unsharp mask
-    gives it back edges to lock on (measured on lp_d6: with the driver's own crops blurred by a
-    2.5 px Gaussian, the mouth-ratio correlation with the full-frame landmarks rises from 0.02 to
-    about 0.5 with amount 2.5; on sharp crops it stays at 0.88)."""
-    if amount <= 0 or len(faces) == 0:
-        return faces
-    sigma = SHARPEN_SIGMA * faces.shape[1]
-    out = np.empty_like(faces)
-    for i, face in enumerate(faces):
-        f = face.astype(np.float32)
-        out[i] = np.clip(f + amount * (f - cv2.GaussianBlur(f, (0, 0), sigma)) + 0.5, 0, 255).astype(np.uint8)
+
+def retrieval_index(actor_landmarks: np.ndarray, driver_landmarks: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """For each driver frame, the index of the actor face with the nearest :func:`retrieval_features`."""
+    fa = retrieval_features(actor_landmarks)
+    ok = np.isfinite(fa).all(axis=1)
+    fa_ok, where = fa[ok], np.flatnonzero(ok)
+    fd = retrieval_features(driver_landmarks)
+    out = np.zeros(len(fd), np.int64)
+    for i in range(0, len(fd), chunk):
+        block = np.nan_to_num(fd[i : i + chunk])
+        dist = (block ** 2).sum(1)[:, None] - 2 * block @ fa_ok.T + (fa_ok ** 2).sum(1)[None]
+        out[i : i + chunk] = where[np.argmin(dist, axis=1)]
     return out
 
 
-def measure_faces(faces: np.ndarray, align_cfg, upscale: int, sharpen_amount: float = 0.0) -> np.ndarray:
-    """68 landmarks (crop px) predicted on aligned faces upscaled ``upscale`` times with the
-    template's face box (``facevae.faces.measure.crop_landmarks``), after an optional unsharp mask."""
-    if len(faces) == 0:
-        return np.zeros((0, 68, 2), np.float32)
-    return crop_landmarks(np.ascontiguousarray(sharpen(faces, sharpen_amount)), align_cfg, upscale=upscale)
+def jitter(series: np.ndarray, reference: np.ndarray) -> float:
+    """Mean frame-to-frame change of ``series`` over that of ``reference``, on consecutive frames
+    where both are finite: 1 moves as much as the driver, above 1 flickers."""
+    s, r = np.asarray(series, np.float64), np.asarray(reference, np.float64)
+    ds, dr = np.diff(s), np.diff(r)
+    ok = np.isfinite(ds) & np.isfinite(dr)
+    if ok.sum() < 2 or np.abs(dr[ok]).mean() == 0:
+        return float("nan")
+    return float(np.abs(ds[ok]).mean() / np.abs(dr[ok]).mean())
 
 
-def score_table(ratios: dict, n_frames: int, seed: int = 0, permutations: int = 1000):
-    """One row per measure (mouth_open, eye_open): the transfer score and its controls.
+def _spread(n: int, most: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(int)) if n else np.zeros(0, int)
 
-    ``pearson``: driver series (track landmarks) against the rendered actor's series, over the
-    frames with a kept face; ``shuffled_*`` and ``circular_*``: the same with the actor series
-    shuffled in time or circularly shifted (the chance level, see ``expression.transfer_score``);
-    ``instrument_pearson``: the driver series against the driver's own crops measured the way
-    the actor's faces are -- the most the instrument can show on real faces.
-    """
+
+class ScoreMeter:
+    """Every per-frame measure of one render; feed it with :meth:`add`, read it with :meth:`table`.
+
+    ``actor_faces`` (the actor's training faces) give the identity reference: the mean descriptor
+    of up to ``reference_faces`` of them, evenly spread. ``cfg`` is a RenderConfig (read:
+    ``score_upscale``, ``score_sharpen``, ``score_identity_every``, ``score_identity_threshold``)."""
+
+    def __init__(self, n: int, align_cfg, cfg, actor_faces: np.ndarray, reference_faces: int = 100):
+        self.n, self.align, self.cfg = int(n), align_cfg, cfg
+        self.mesh = MeshInstrument(cfg.score_upscale)
+        nan = lambda: np.full(self.n, np.nan)  # noqa: E731
+        self.series = {}
+        for key in ("mouth", "eye"):
+            for who in ("driver", "actor", "baseline"):
+                self.series[f"mesh_{who}_{key}"] = nan()
+                self.series[f"dlib_{who}_{key}"] = nan()
+            self.series[f"dlib_instrument_{key}"] = nan()
+        self.series["identity_actor_distance"] = nan()
+        self.series["identity_driver_distance"] = nan()
+        self.kept = np.zeros(self.n, bool)
+        sample = actor_faces[_spread(len(actor_faces), reference_faces)]
+        self.actor_descriptor = face_descriptors(sample, align_cfg, cfg.score_upscale).mean(axis=0)
+        self._rendered_desc: dict[int, np.ndarray] = {}
+        self._driver_desc: list[np.ndarray] = []
+
+    def add(self, index: np.ndarray, driver_crops, driver_landmarks, rendered, baseline) -> None:
+        """Measure the kept frames ``index`` (track rows): the driver's crops and track landmarks,
+        the rendered actor faces and the baseline's faces (all aligned 64 px, same order)."""
+        index = np.asarray(index)
+        if len(index) == 0:
+            return
+        cfg, s = self.cfg, self.series
+        self.kept[index] = True
+        for who, faces in (("driver", driver_crops), ("actor", rendered), ("baseline", baseline)):
+            mesh = self.mesh.ratios(faces)
+            s[f"mesh_{who}_mouth"][index], s[f"mesh_{who}_eye"][index] = mesh[:, 0], mesh[:, 1]
+            if who != "driver":
+                lm = dlib_ratios(faces, self.align, cfg.score_upscale, cfg.score_sharpen)
+                s[f"dlib_{who}_mouth"][index], s[f"dlib_{who}_eye"][index] = lm[:, 0], lm[:, 1]
+        track = landmark_ratios(driver_landmarks)
+        s["dlib_driver_mouth"][index], s["dlib_driver_eye"][index] = track[:, 0], track[:, 1]
+        ceiling = dlib_ratios(driver_crops, self.align, cfg.score_upscale, cfg.score_sharpen)
+        s["dlib_instrument_mouth"][index], s["dlib_instrument_eye"][index] = ceiling[:, 0], ceiling[:, 1]
+        every = max(1, int(cfg.score_identity_every))
+        pick = np.flatnonzero(index % every == 0)
+        if len(pick):
+            rendered_desc = face_descriptors(rendered[pick], self.align, cfg.score_upscale)
+            self._driver_desc.append(face_descriptors(driver_crops[pick], self.align, cfg.score_upscale))
+            for row, d in zip(index[pick], rendered_desc):
+                self._rendered_desc[int(row)] = d
+
+    def identity(self) -> dict:
+        if not self._rendered_desc:
+            return {"kept": float("nan"), "actor_distance": float("nan"), "driver_distance": float("nan"), "frames": 0}
+        driver_mean = np.concatenate(self._driver_desc).mean(axis=0)
+        rows = np.array(sorted(self._rendered_desc))
+        desc = np.stack([self._rendered_desc[r] for r in rows])
+        out = identity_kept(desc, self.actor_descriptor, driver_mean, self.cfg.score_identity_threshold)
+        self.series["identity_actor_distance"][rows] = np.linalg.norm(desc - self.actor_descriptor[None], axis=1)
+        self.series["identity_driver_distance"][rows] = np.linalg.norm(desc - driver_mean[None], axis=1)
+        return out
+
+    def table(self, seed: int = 0, permutations: int = 1000):
+        """One row per (instrument, measure); see the module docstring for the columns."""
+        import pandas as pd
+
+        s = self.series
+        ident = self.identity()
+        kept_frames = int(self.kept.sum())
+        rows = []
+        for instrument in ("mesh", "dlib"):
+            for measure, _ in MEASURES:
+                key = measure.split("_")[0]
+                d, a, b = s[f"{instrument}_driver_{key}"], s[f"{instrument}_actor_{key}"], s[f"{instrument}_baseline_{key}"]
+                score = transfer_score(d, a, seed=seed, permutations=permutations)
+                share = score["frames"] / kept_frames if kept_frames else float("nan")
+                if kept_frames and share < MIN_SCORED_SHARE:
+                    log.warning("%s %s: scored on %d of %d kept frames (%.0f%%): the instrument found no face on the rest",
+                                instrument, measure, score["frames"], kept_frames, 100 * share)
+                ceiling = s.get(f"{instrument}_instrument_{key}")
+                rows.append({
+                    "instrument": instrument,
+                    "measure": measure,
+                    "frames": self.n,
+                    "kept_frames": kept_frames,
+                    "scored_frames": score["frames"],
+                    "scored_share": share,
+                    "pearson": score["pearson"],
+                    "shuffled_pearson": score["shuffled_pearson"],
+                    "shuffled_mean": score["shuffled_mean"],
+                    "shuffled_p95": score["shuffled_p95"],
+                    "p_shuffle": score["p_shuffle"],
+                    "circular_pearson": score["circular_pearson"],
+                    "circular_p95": score["circular_p95"],
+                    "instrument_pearson": pearson(d, ceiling) if ceiling is not None else np.nan,
+                    "baseline_pearson": pearson(d, b),
+                    "jitter": jitter(a, d),
+                    "baseline_jitter": jitter(b, d),
+                    "identity_kept": ident["kept"],
+                    "identity_frames": ident["frames"],
+                    "actor_distance": ident["actor_distance"],
+                    "driver_distance": ident["driver_distance"],
+                    "driver_mean": float(np.nanmean(d)) if np.isfinite(d).any() else np.nan,
+                    "driver_std": float(np.nanstd(d)) if np.isfinite(d).any() else np.nan,
+                    "actor_mean": float(np.nanmean(a)) if np.isfinite(a).any() else np.nan,
+                    "actor_std": float(np.nanstd(a)) if np.isfinite(a).any() else np.nan,
+                    "seed": seed,
+                    "permutations": permutations,
+                })
+        return pd.DataFrame(rows)
+
+    def close(self) -> None:
+        self.mesh.close()
+
+
+def write_score_outputs(outputs, meter: ScoreMeter, track, actor, driver, video, cfg) -> dict:
+    """The score TSV, per-frame series TSV and plot that ``outputs`` names; returns a summary
+    ``{instrument: {measure: {...}}, "identity_kept": ...}``. ``cfg`` is a RenderConfig."""
     import pandas as pd
 
-    rows = []
-    for measure, key in (("mouth_open", "mouth"), ("eye_open", "eye")):
-        d, a = ratios[f"driver_{key}"], ratios[f"actor_{key}"]
-        s = transfer_score(d, a, seed=seed, permutations=permutations)
-        rows.append({
-            "measure": measure,
-            "frames": n_frames,
-            "scored_frames": s["frames"],
-            "pearson": s["pearson"],
-            "shuffled_pearson": s["shuffled_pearson"],
-            "shuffled_mean": s["shuffled_mean"],
-            "shuffled_p95": s["shuffled_p95"],
-            "p_shuffle": s["p_shuffle"],
-            "circular_pearson": s["circular_pearson"],
-            "circular_p95": s["circular_p95"],
-            "instrument_pearson": pearson(d, ratios[f"instrument_{key}"]) if f"instrument_{key}" in ratios else np.nan,
-            "driver_mean": float(np.nanmean(d)) if np.isfinite(d).any() else np.nan,
-            "driver_std": float(np.nanstd(d)) if np.isfinite(d).any() else np.nan,
-            "actor_mean": float(np.nanmean(a)) if np.isfinite(a).any() else np.nan,
-            "actor_std": float(np.nanstd(a)) if np.isfinite(a).any() else np.nan,
-            "seed": seed,
-            "permutations": permutations,
-        })
-    return pd.DataFrame(rows)
-
-
-def write_score_outputs(outputs, ratios, track: DriverTrack, kept, actor, driver, video, cfg) -> dict:
-    """The score TSV, per-frame series TSV and plot that ``outputs`` names; returns the scores summary.
-    ``cfg`` is a :class:`facevae.render.RenderConfig` (read: ``seed``, ``score_permutations``)."""
-    import pandas as pd
-
-    table = score_table(ratios, track.n, cfg.seed, cfg.score_permutations)
-    table.insert(0, "video", video)
-    table.insert(0, "driver", driver)
-    table.insert(0, "actor", actor)
+    table = meter.table(cfg.seed, cfg.score_permutations)
+    for column, value in (("drive", cfg.drive), ("video", video), ("driver", driver), ("actor", actor)):
+        table.insert(0, column, value)
     if outputs.get("score"):
         write_text(outputs["score"], table.to_csv(sep="\t", index=False, float_format="%.6g"))
     if outputs.get("series"):
-        series = pd.DataFrame({"frame": track.frame, "time": track.time, "kept": kept.astype(int), **ratios})
+        series = pd.DataFrame({"frame": track.frame, "time": track.time, "kept": meter.kept.astype(int), **meter.series})
         write_text(outputs["series"], series.to_csv(sep="\t", index=False, float_format="%.6g"))
     if outputs.get("plot"):
-        plot_series(outputs["plot"], track.time, ratios, table, f"{actor} driven by {driver} ({video})")
-    return {row["measure"]: {k: row[k] for k in ("pearson", "shuffled_pearson", "circular_p95", "scored_frames")}
-            for row in table.to_dict("records")}
+        plot_series(outputs["plot"], track.time, meter.series, table, f"{actor} driven by {driver} ({video}), drive: {cfg.drive}")
+    summary: dict = {"identity_kept": float(table.identity_kept.iloc[0]) if len(table) else float("nan")}
+    for row in table.to_dict("records"):
+        summary.setdefault(row["instrument"], {})[row["measure"]] = {
+            k: row[k] for k in ("pearson", "baseline_pearson", "shuffled_pearson", "circular_p95", "scored_frames", "scored_share")
+        }
+    return summary
 
 
-def plot_series(path, t, ratios, table, title) -> None:
+def plot_series(path, t, series, table, title) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
-    for ax, (measure, key) in zip(axes, (("mouth_open", "mouth"), ("eye_open", "eye"))):
-        row = table[table.measure == measure].iloc[0]
-        ax.plot(t, ratios[f"driver_{key}"], lw=1.2, label="driver")
-        ax.plot(t, ratios[f"actor_{key}"], lw=1.2, label="actor (rendered)")
-        ax.plot(t, ratios[f"instrument_{key}"], lw=0.8, ls=":", color="grey", label="driver crop, actor's instrument")
-        ax.set_ylabel(f"{measure} ratio")
-        ax.set_title(f"{measure}: r = {row.pearson:.3f}, shuffled r = {row.shuffled_pearson:.3f}, "
-                     f"circular-shift |r| p95 = {row.circular_p95:.3f}, instrument r = {row.instrument_pearson:.3f}", fontsize=9)
+    for ax, (measure, _) in zip(axes, MEASURES):
+        key = measure.split("_")[0]
+        mesh = table[(table.instrument == "mesh") & (table.measure == measure)].iloc[0]
+        dl = table[(table.instrument == "dlib") & (table.measure == measure)].iloc[0]
+        ax.plot(t, series[f"mesh_driver_{key}"], lw=1.2, label="driver")
+        ax.plot(t, series[f"mesh_actor_{key}"], lw=1.2, label="actor (rendered)")
+        ax.plot(t, series[f"mesh_baseline_{key}"], lw=0.8, ls=":", color="grey", label="retrieval baseline")
+        ax.set_ylabel(f"{measure} (face mesh)")
+        ax.set_title(f"{measure}: mesh r = {mesh.pearson:.3f} (baseline {mesh.baseline_pearson:.3f}, circular-shift |r| "
+                     f"p95 {mesh.circular_p95:.3f}); dlib r = {dl.pearson:.3f}; identity kept {mesh.identity_kept:.0%}",
+                     fontsize=9)
         ax.legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("time (s)")
     fig.suptitle(title, fontsize=10)

@@ -23,6 +23,8 @@ def main(smk):
         video=smk.wildcards.video,
         meta_path=smk.input.meta,
         attributes_path=smk.input.get("attributes"),
+        faces_path=smk.input.faces,
+        retarget_path=smk.input.retarget[0] if len(smk.input.retarget) else None,
     )
 
 

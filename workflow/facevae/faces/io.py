@@ -33,7 +33,7 @@ import numpy as np
 from facevae import FacevaeError
 from facevae.atomic import atomic_path, temp_path
 from facevae.faces.align import AlignConfig
-from facevae.models import FACE_SIZE
+from facevae import FACE_SIZE
 
 log = logging.getLogger(__name__)
 

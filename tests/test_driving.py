@@ -1,0 +1,170 @@
+"""Driving pieces on synthetic landmark sets whose answer is known (no media, no models)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facevae import FacevaeError
+from facevae.driving import (
+    LandmarkRetarget,
+    RetargetSettings,
+    export_onnx,
+    fit_retarget,
+    load_retarget,
+    neutral_shape,
+    normalise_landmarks,
+    retarget_shapes,
+    save_retarget,
+    shape_features,
+)
+from facevae.expression import LEFT_EYE, RIGHT_EYE, mouth_open_ratio
+from facevae.faces.align import template_landmarks
+
+TEMPLATE = template_landmarks(64)
+MOUTH_LOWER = [56, 57, 58, 65, 66, 67]  # lower lip: moves down when the mouth opens
+
+
+def face(scale=1.0, shift=(0.0, 0.0), mouth=0.0, brows=0.0, base=TEMPLATE):
+    """A face shape in crop px: ``base`` scaled about its eye midpoint and shifted, with the lower
+    lip dropped by ``mouth`` and the brows raised by ``brows`` inter-ocular distances."""
+    lm = np.array(base, np.float64)
+    mid = (lm[LEFT_EYE].mean(0) + lm[RIGHT_EYE].mean(0)) / 2
+    iod = np.linalg.norm(lm[RIGHT_EYE].mean(0) - lm[LEFT_EYE].mean(0))
+    lm[MOUTH_LOWER, 1] += mouth * iod
+    lm[17:27, 1] -= brows * iod
+    return (lm - mid) * scale + mid + np.asarray(shift)
+
+
+def test_normalise_puts_the_eye_midpoint_at_zero_and_the_eyes_one_apart():
+    lm = np.stack([face(), face(scale=1.7, shift=(5, -3))])
+    norm = normalise_landmarks(lm)
+    for one in norm:
+        left, right = one[LEFT_EYE].mean(0), one[RIGHT_EYE].mean(0)
+        np.testing.assert_allclose((left + right) / 2, 0, atol=1e-12)
+        assert np.linalg.norm(right - left) == pytest.approx(1.0)
+    np.testing.assert_allclose(norm[0], norm[1], atol=1e-12)  # size and position are gone
+
+
+def test_normalise_keeps_a_missing_face_missing_and_checks_the_shape():
+    lm = np.stack([face(), np.full((68, 2), np.nan)])
+    norm = normalise_landmarks(lm)
+    assert np.isfinite(norm[0]).all() and np.isnan(norm[1]).all()
+    with pytest.raises(FacevaeError, match=r"\(N, 68, 2\)"):
+        normalise_landmarks(np.zeros((3, 5, 2)))
+
+
+def test_neutral_is_the_median_shape_or_that_of_a_calibration_window():
+    shapes = np.stack([face(mouth=m) for m in (0.0, 0.0, 0.0, 0.4, 0.5)])
+    norm = normalise_landmarks(shapes)
+    np.testing.assert_allclose(neutral_shape(norm), norm[0], atol=1e-12)  # 3 of 5 frames closed
+    times = np.arange(5) / 10
+    np.testing.assert_allclose(neutral_shape(norm, times, (0.25, None)), np.median(norm[3:], axis=0))
+    with pytest.raises(FacevaeError, match="between 9 s and 10 s"):
+        neutral_shape(norm, times, (9, 10))
+
+
+def test_retargeting_moves_the_drivers_change_onto_the_actors_own_face():
+    # The driver: another face shape (wide jaw), larger and elsewhere in the crop; his neutral has
+    # the mouth closed. The actor's neutral is the template with the mouth a little open.
+    driver_base = TEMPLATE.copy()
+    driver_base[:17, 0] = 32 + (driver_base[:17, 0] - 32) * 1.15
+    driver = np.stack([face(1.3, (4, 2), mouth=m, brows=b, base=driver_base) for m, b in ((0, 0), (0.3, 0), (0, 0.1))])
+    actor_neutral = normalise_landmarks(face(mouth=0.05)[None])[0]
+    d_norm = normalise_landmarks(driver)
+    out = retarget_shapes(d_norm, neutral_shape(d_norm[:1]), actor_neutral)
+    expected = normalise_landmarks(np.stack([face(mouth=0.05 + m, brows=b) for m, b in ((0, 0), (0.3, 0), (0, 0.1))]))
+    np.testing.assert_allclose(out, expected, atol=1e-9)  # the actor's jaw, the driver's expression
+    half = retarget_shapes(d_norm, neutral_shape(d_norm[:1]), actor_neutral, gain=0.5)
+    np.testing.assert_allclose(half[1], (out[1] + out[0]) / 2, atol=1e-9)  # frame 0 is the driver's neutral
+    assert mouth_open_ratio(half[1]) < mouth_open_ratio(out[1])
+
+
+def _synthetic_actor(n=300, latent=6, seed=0):
+    """An actor whose latent code is a known linear function of mouth and brow movement."""
+    rng = np.random.default_rng(seed)
+    mouth = np.clip(np.sin(np.arange(n) / 7) * 0.25 + 0.2 + rng.normal(0, 0.02, n), 0, None)
+    brows = np.sin(np.arange(n) / 11 + 1) * 0.08
+    shapes = np.stack([face(1 + rng.normal(0, 0.05), rng.normal(0, 1, 2), m, b) for m, b in zip(mouth, brows)])
+    shapes += rng.normal(0, 0.05, shapes.shape)  # landmark noise, px
+    mix = rng.normal(0, 1, (2, latent))
+    mu = np.stack([mouth, brows], axis=1) @ mix + rng.normal(0, 0.01, (n, latent))
+    return shapes, mu, mix
+
+
+@pytest.mark.parametrize("kind", ["kernel", "linear"])
+@pytest.mark.parametrize("features", ["local", "face"])
+def test_fit_recovers_the_code_and_drives_it_from_a_stranger(kind, features):
+    shapes, mu, mix = _synthetic_actor()
+    module, report = fit_retarget(shapes, mu, RetargetSettings(features=features, map=kind, l2=1e-3))
+    assert report["cv_r2"] > 0.8, report
+    assert report["faces"] == len(shapes) and report["centres"] == (len(shapes) if kind == "kernel" else 0)
+    # A stranger (other scale and place) opens the mouth by 0.2 IOD from his closed neutral: the
+    # actor's code moves by 0.2 * the mouth row of the mixing matrix, whatever the actor's neutral.
+    stranger = np.stack([face(1.4, (6, -5), mouth=m) for m in (0.0, 0.0, 0.2)])
+    z = module.drive(stranger, neutral_shape(normalise_landmarks(stranger)))
+    np.testing.assert_allclose(z[1], z[0], atol=1e-5)
+    moved, expected = z[2] - z[0], 0.2 * mix[0]
+    assert np.corrcoef(moved, expected)[0, 1] > 0.95
+    np.testing.assert_allclose(np.linalg.norm(moved), np.linalg.norm(expected), rtol=0.25)
+
+
+def test_kernel_map_on_a_subset_of_centres_stays_close_to_the_full_one():
+    shapes, mu, _ = _synthetic_actor(n=240)
+    full, _ = fit_retarget(shapes, mu, RetargetSettings(l2=1e-2))
+    subset, report = fit_retarget(shapes, mu, RetargetSettings(l2=1e-2, max_centres=60))
+    assert report["centres"] == 60
+    neutral = neutral_shape(normalise_landmarks(shapes))
+    a, b = full.drive(shapes[::5], neutral), subset.drive(shapes[::5], neutral)
+    assert np.abs(a - b).max() < 0.1 * np.abs(a - a.mean(0)).max()
+
+
+def test_settings_and_fit_name_the_key_to_change():
+    shapes, mu, _ = _synthetic_actor(n=6)
+    with pytest.raises(FacevaeError, match="render.retarget.folds"):
+        fit_retarget(shapes, mu)
+    with pytest.raises(FacevaeError, match="render.retarget.features"):
+        RetargetSettings(features="ears")
+    with pytest.raises(FacevaeError, match="render.retarget.bandwidth"):
+        RetargetSettings(bandwidth=float("nan"))
+    with pytest.raises(FacevaeError, match="render.retarget.map"):
+        RetargetSettings(map="knn")
+
+
+def test_local_features_ignore_where_the_mouth_and_eyes_sit():
+    base = normalise_landmarks(np.stack([face(), face(mouth=0.2)]))
+    moved = base.copy()
+    moved[:, 48:68] += np.array([0.05, 0.1])  # the whole mouth lower (head pitch), same shape
+    a, b = shape_features(torch.from_numpy(base)), shape_features(torch.from_numpy(moved))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a[0], a[1])  # an open mouth is a different feature vector
+
+
+@pytest.mark.parametrize("kind", ["kernel", "linear"])
+def test_module_survives_save_and_load(tmp_path, kind):
+    shapes, mu, _ = _synthetic_actor(latent=4)
+    module, report = fit_retarget(shapes, mu, RetargetSettings(map=kind))
+    driver = shapes[::7] * 1.2 + 3
+    neutral = neutral_shape(normalise_landmarks(driver))
+    path = save_retarget(tmp_path / "retarget.pt", module, {"actor": "synthetic", **report})
+    loaded = load_retarget(path)
+    assert loaded.info["actor"] == "synthetic"
+    np.testing.assert_array_equal(loaded.drive(driver, neutral), module.drive(driver, neutral))
+    (tmp_path / "bad.pt").write_bytes(b"not a file")
+    with pytest.raises(FacevaeError, match="bad.pt cannot be read.*--forcerun fit_retarget"):
+        load_retarget(tmp_path / "bad.pt")
+
+
+def test_onnx_export_gives_the_same_codes(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a project dependency; install with make install")
+    shapes, mu, _ = _synthetic_actor(latent=5)
+    module, _ = fit_retarget(shapes, mu)  # the default: kernel map on local features
+    path = export_onnx(module, tmp_path / "retarget.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    driver = (shapes[::13] * 0.9 + 2).astype(np.float32)
+    neutral = neutral_shape(normalise_landmarks(driver)).astype(np.float32)
+    (z,) = session.run(None, {"landmarks": driver, "driver_neutral": neutral})
+    with torch.no_grad():
+        np.testing.assert_allclose(z, module(torch.from_numpy(driver), torch.from_numpy(neutral)).numpy(), atol=1e-4)
+    assert isinstance(module, LandmarkRetarget) and z.shape == (len(driver), 5)

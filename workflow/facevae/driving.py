@@ -1,0 +1,384 @@
+"""Driving: how each frame of a driver's face becomes a point z in the actor's latent space.
+
+Two methods (``render.drive``):
+
+- ``retarget`` (default) -- expression retargeting through landmarks. Per actor a continuous map
+  is fitted from the actor's own pose-normalised landmarks to the actor's latent means (ridge
+  regression, :func:`fit_retarget`). A driver frame's landmarks are taken relative to the driver's
+  own neutral shape (the median shape of the video, or of a calibration window), that change is
+  added to the actor's neutral shape, and the map turns the result into z. The actor's encoder
+  never sees the stranger's face, so the stranger's identity, colour and lighting cannot pull z
+  into one corner of the actor's space -- which is what the plain encoder does (its encoder was
+  trained on one person only).
+- ``encoder`` -- the 2017 blog's way: the driver's aligned crop through the actor's encoder
+  (posterior mean). Kept for reproducing the blog's videos and for self-reenactment.
+
+Landmarks are the tracks' 68 iBUG points in aligned-crop pixels. The crops are already similarity
+aligned on the rigid eyes-and-nose points, so :func:`normalise_landmarks` only moves the origin
+to the midpoint of the eye centres and divides by the inter-ocular distance; what remains is
+expression plus out-of-plane head pose, both of which the actor should copy.
+
+:class:`LandmarkRetarget` holds the whole path from landmarks to z (normalisation included) as a
+torch module, so one ONNX export (:func:`export_onnx`) runs it in a browser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facevae import FacevaeError
+from facevae.expression import LEFT_EYE, RIGHT_EYE
+from facevae.modelio import atomic_torch_save
+
+DRIVES = ("retarget", "encoder")
+MAPS = ("kernel", "linear")
+FEATURES = ("local", "face")
+RETARGET_FORMAT = "facevae-retarget"
+RETARGET_VERSION = 1
+MOUTH = list(range(48, 68))
+LEFT_EYE_BROW = LEFT_EYE + list(range(17, 22))
+RIGHT_EYE_BROW = RIGHT_EYE + list(range(22, 27))
+
+
+@dataclasses.dataclass(frozen=True)
+class RetargetSettings:
+    """How an actor's landmark -> latent map is fitted (the ``render.retarget`` keys of rule fit_retarget).
+
+    ``features``: ``local`` -- the mouth's 20 points about their own centre and each eye with its
+    brow about the eye's centre (expression without head position; measured best, see README), or
+    ``face`` -- all 68 normalised points (carries head pose too). ``map``: ``kernel`` -- Gaussian
+    kernel ridge regression, bandwidth ``bandwidth`` x the median squared distance between the
+    actor's feature vectors, on at most ``max_centres`` evenly spread faces -- or ``linear`` ridge.
+    ``l2``: the ridge strength. ``folds``: contiguous blocks for the reported cross-validation.
+    """
+
+    features: str = "local"
+    map: str = "kernel"
+    bandwidth: float = 1.0
+    l2: float = 0.1
+    max_centres: int = 2000
+    folds: int = 5
+
+    def __post_init__(self):
+        if self.features not in FEATURES:
+            raise FacevaeError(f"render.retarget.features must be one of {', '.join(FEATURES)}, not {self.features!r}")
+        if self.map not in MAPS:
+            raise FacevaeError(f"render.retarget.map must be one of {', '.join(MAPS)}, not {self.map!r}")
+        for key in ("bandwidth", "l2"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+                raise FacevaeError(f"render.retarget.{key} must be a positive number, not {value!r}")
+        if int(self.max_centres) < 2:
+            raise FacevaeError(f"render.retarget.max_centres must be >= 2, not {self.max_centres!r}")
+        if int(self.folds) < 2:
+            raise FacevaeError(f"render.retarget.folds must be >= 2, not {self.folds!r}")
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> "RetargetSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (section or {}).items() if k in known})
+
+
+# ------------------------------------------------------------------------------- normalisation
+
+
+def normalise_landmarks(landmarks) -> np.ndarray:
+    """(N, 68, 2) crop px -> the same points with the eye-centre midpoint at 0 and unit inter-ocular
+    distance (float64). A frame without landmarks (NaN) stays NaN."""
+    lm = np.asarray(landmarks, np.float64)
+    if lm.ndim != 3 or lm.shape[1:] != (68, 2):
+        raise FacevaeError(f"landmarks must have shape (N, 68, 2), got {lm.shape}")
+    left, right = lm[:, LEFT_EYE].mean(axis=1), lm[:, RIGHT_EYE].mean(axis=1)
+    iod = np.linalg.norm(right - left, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (lm - ((left + right) / 2)[:, None]) / iod[:, None, None]
+    out[~(iod > 0)] = np.nan
+    return out
+
+
+def neutral_shape(normalised: np.ndarray, times: np.ndarray | None = None, window: tuple | None = None) -> np.ndarray:
+    """A person's neutral face: the point-wise median of their normalised shapes (68, 2).
+
+    ``window`` = (start, end) seconds keeps only the frames whose ``times`` fall in [start, end):
+    a calibration window (a live webcam has no whole video to take the median of)."""
+    lm = np.asarray(normalised, np.float64)
+    ok = np.isfinite(lm).all(axis=(1, 2))
+    if window is not None:
+        if times is None:
+            raise FacevaeError("a neutral-shape window needs the frame times")
+        start, end = window
+        t = np.asarray(times, np.float64)
+        ok &= (t >= start) & (t < (np.inf if end is None else end))
+    if not ok.any():
+        where = f" between {window[0]} s and {window[1]} s" if window is not None else ""
+        raise FacevaeError(f"no frame with landmarks{where} to take the neutral face from")
+    return np.median(lm[ok], axis=0)
+
+
+def retarget_shapes(driver_normalised: np.ndarray, driver_neutral: np.ndarray, actor_neutral: np.ndarray,
+                    gain: float = 1.0) -> np.ndarray:
+    """The actor's shapes that make the driver's expressions: the actor's neutral plus ``gain``
+    times each driver frame's change from the driver's neutral (all normalised, so the change is
+    measured in inter-ocular distances and lands on the actor at the actor's scale)."""
+    return actor_neutral[None] + gain * (np.asarray(driver_normalised, np.float64) - driver_neutral[None])
+
+
+# -------------------------------------------------------------------------------------- the map
+
+
+def shape_features(shapes: torch.Tensor, kind: str = "local") -> torch.Tensor:
+    """(N, 68, 2) normalised shapes -> (N, F) feature vectors the map reads (see RetargetSettings)."""
+    if kind == "face":
+        return shapes.reshape(shapes.shape[0], -1)
+    parts = []
+    for group, centre in ((MOUTH, MOUTH), (LEFT_EYE_BROW, LEFT_EYE), (RIGHT_EYE_BROW, RIGHT_EYE)):
+        parts.append((shapes[:, group] - shapes[:, centre].mean(dim=1, keepdim=True)).reshape(shapes.shape[0], -1))
+    return torch.cat(parts, dim=1)
+
+
+class LandmarkRetarget(torch.nn.Module):
+    """Driver landmarks (crop px) and the driver's neutral (normalised) -> the actor's z.
+
+    ``forward(landmarks (N, 68, 2), driver_neutral (68, 2)) -> (N, latent_dim)``: normalise, move to
+    the actor (:func:`retarget_shapes` with ``gain``), take :func:`shape_features`, then the fitted
+    map: kernel ``exp(-|x - c|^2 * inv_width) @ coef + z_mean`` over the stored centres ``c``, or
+    linear ``(x - x_mean) @ coef + z_mean``. Every step is an ONNX operator.
+    """
+
+    def __init__(self, actor_neutral, centres, coef, x_mean, z_mean, inv_width: float, features: str = "local",
+                 kind: str = "kernel", gain: float = 1.0):
+        super().__init__()
+        f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        self.register_buffer("actor_neutral", f32(actor_neutral))
+        self.register_buffer("centres", f32(centres))
+        self.register_buffer("coef", f32(coef))
+        self.register_buffer("x_mean", f32(x_mean))
+        self.register_buffer("z_mean", f32(z_mean))
+        self.inv_width, self.features, self.kind, self.gain = float(inv_width), features, kind, float(gain)
+        self.left, self.right = torch.tensor(LEFT_EYE), torch.tensor(RIGHT_EYE)
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.coef.shape[1])
+
+    def normalise(self, landmarks: torch.Tensor) -> torch.Tensor:
+        left = landmarks[:, self.left].mean(dim=1)
+        right = landmarks[:, self.right].mean(dim=1)
+        iod = torch.linalg.vector_norm(right - left, dim=1)
+        return (landmarks - ((left + right) / 2)[:, None]) / iod[:, None, None]
+
+    def map(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "linear":
+            return (x - self.x_mean) @ self.coef + self.z_mean
+        d2 = (x * x).sum(dim=1, keepdim=True) - 2 * x @ self.centres.T + (self.centres * self.centres).sum(dim=1)[None]
+        return torch.exp(-d2.clamp(min=0) * self.inv_width) @ self.coef + self.z_mean
+
+    def forward(self, landmarks: torch.Tensor, driver_neutral: torch.Tensor) -> torch.Tensor:
+        shapes = self.actor_neutral[None] + self.gain * (self.normalise(landmarks) - driver_neutral[None])
+        return self.map(shape_features(shapes, self.features))
+
+    @torch.no_grad()
+    def drive(self, landmarks: np.ndarray, driver_neutral: np.ndarray) -> np.ndarray:
+        """numpy in, numpy out: z (N, latent_dim) float32 for landmarks (N, 68, 2) crop px."""
+        lm = torch.as_tensor(np.asarray(landmarks, np.float32))
+        neutral = torch.as_tensor(np.asarray(driver_neutral, np.float32))
+        if len(lm) == 0:
+            return np.zeros((0, self.latent_dim), np.float32)
+        return self(lm, neutral).numpy()
+
+
+def _blocks(n: int, folds: int) -> np.ndarray:
+    """Fold of each of ``n`` frames: ``folds`` contiguous blocks (neighbouring frames are near copies,
+    so a random split would reward memorising them)."""
+    return np.minimum(np.arange(n) * folds // max(n, 1), folds - 1)
+
+
+def _spread(n: int, most: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(int))
+
+
+def _solve_map(x: np.ndarray, z: np.ndarray, settings: RetargetSettings, median_d2: float | None = None) -> dict:
+    """Fit one map (float64): returns centres, coef, x_mean, z_mean, inv_width."""
+    x_mean, z_mean = x.mean(axis=0), z.mean(axis=0)
+    zc = z - z_mean
+    if settings.map == "linear":
+        xc = x - x_mean
+        # l2 is relative: per frame and per unit of the features' variance.
+        gram = xc.T @ xc + settings.l2 * len(x) * xc.var(axis=0).mean() * np.eye(x.shape[1])
+        return {"centres": np.zeros((0, x.shape[1])), "coef": np.linalg.solve(gram, xc.T @ zc), "x_mean": x_mean,
+                "z_mean": z_mean, "inv_width": 0.0}
+    centres = x[_spread(len(x), settings.max_centres)]
+    if median_d2 is None:
+        d2 = ((centres[:, None] - centres[None]) ** 2).sum(-1)
+        median_d2 = float(np.median(d2[d2 > 0])) if (d2 > 0).any() else 1.0
+    inv_width = 1.0 / (2.0 * settings.bandwidth * median_d2)
+    k_nm = np.exp(-((x[:, None] - centres[None]) ** 2).sum(-1) * inv_width)
+    if len(centres) == len(x):  # plain kernel ridge regression
+        coef = np.linalg.solve(k_nm + settings.l2 * np.eye(len(x)), zc)
+    else:  # subset of regressors: every face fits, the spread ones are the centres
+        k_mm = np.exp(-((centres[:, None] - centres[None]) ** 2).sum(-1) * inv_width)
+        lhs = k_nm.T @ k_nm + settings.l2 * k_mm + 1e-8 * np.eye(len(centres))
+        coef = np.linalg.solve(lhs, k_nm.T @ zc)
+    return {"centres": centres, "coef": coef, "x_mean": x_mean, "z_mean": z_mean, "inv_width": inv_width,
+            "median_d2": median_d2}
+
+
+def _predict(fit: dict, x: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "linear":
+        return (x - fit["x_mean"]) @ fit["coef"] + fit["z_mean"]
+    return np.exp(-((x[:, None] - fit["centres"][None]) ** 2).sum(-1) * fit["inv_width"]) @ fit["coef"] + fit["z_mean"]
+
+
+def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettings = RetargetSettings(),
+                 gain: float = 1.0) -> tuple[LandmarkRetarget, dict]:
+    """Fit an actor's map from its own landmarks (N, 68, 2, crop px) to its latent means (N, D).
+
+    Also reports how well the map predicts held-out frames of the same actor: blocked
+    cross-validation (``settings.folds`` contiguous blocks), ``cv_r2`` = 1 - squared error / that of
+    predicting the training mean. Returns the module and the report dict."""
+    norm = normalise_landmarks(landmarks)
+    mu = np.asarray(mu, np.float64)
+    ok = np.isfinite(norm).all(axis=(1, 2)) & np.isfinite(mu).all(axis=1)
+    norm, mu = norm[ok], mu[ok]
+    if len(norm) < 2 * settings.folds:
+        raise FacevaeError(f"the retargeting map needs at least {2 * settings.folds} faces with landmarks, "
+                           f"the actor has {len(norm)} (lower render.retarget.folds or add footage)")
+    x = shape_features(torch.from_numpy(norm), settings.features).numpy()
+    fold = _blocks(len(x), settings.folds)
+    err = base = 0.0
+    full = _solve_map(x, mu, settings)
+    for k in range(settings.folds):
+        train, test = fold != k, fold == k
+        fit = _solve_map(x[train], mu[train], settings, full.get("median_d2"))
+        err += float(((_predict(fit, x[test], settings.map) - mu[test]) ** 2).sum())
+        base += float(((mu[train].mean(axis=0) - mu[test]) ** 2).sum())
+    report = {"faces": int(len(x)), "centres": int(len(full["centres"])), "cv_mse": err / mu.size,
+              "cv_r2": 1.0 - err / base if base > 0 else float("nan"), "features": settings.features,
+              "map": settings.map, "bandwidth": settings.bandwidth, "l2": settings.l2, "folds": settings.folds}
+    module = LandmarkRetarget(np.median(norm, axis=0), full["centres"], full["coef"], full["x_mean"], full["z_mean"],
+                              full["inv_width"], settings.features, settings.map, gain)
+    return module.eval(), report
+
+
+# ----------------------------------------------------------------------------- driving a track
+
+
+def neutral_window(value) -> tuple | None:
+    """``render.retarget.neutral`` -> None (the whole video) or a (start, end) window in seconds."""
+    if value in (None, "video"):
+        return None
+    start, end = value
+    return (float(start or 0.0), None if end is None else float(end))
+
+
+def encode_track(codec, track, chunk: int = 512) -> np.ndarray:
+    """Posterior means of every kept frame's crop; (N, D) float32 with NaN rows for other frames."""
+    z = np.full((track.n, codec.latent_dim), np.nan, np.float32)
+    for start in range(0, track.n, chunk):
+        stop = min(start + chunk, track.n)
+        keep = track.kept[start:stop]
+        if keep.any():
+            crops = track.read_crops(start, stop)[keep]
+            z[start:stop][keep] = codec.encode(crops)
+    return z
+
+
+def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float = 1.0, chunk: int = 4096) -> tuple[np.ndarray, dict]:
+    """The actor's z for every kept frame of ``track`` (NaN rows elsewhere) through the map, with the
+    driver's neutral taken from ``neutral`` (see :func:`neutral_window`). Returns z and what was used."""
+    kept = track.kept
+    z = np.full((track.n, module.latent_dim), np.nan, np.float32)
+    info = {"neutral": neutral, "gain": gain, "neutral_frames": 0}
+    if not kept.any():
+        return z, info
+    landmarks = np.asarray(track.landmarks[:], np.float32)[kept]
+    norm = normalise_landmarks(landmarks)
+    window = neutral_window(neutral)
+    try:
+        driver_neutral = neutral_shape(norm, track.time[kept], window)
+    except FacevaeError as err:
+        raise FacevaeError(f"render.retarget.neutral: {err} in {track.path}") from None
+    ok = np.isfinite(norm).all(axis=(1, 2))
+    if window is not None:
+        t = track.time[kept]
+        ok &= (t >= window[0]) & (t < (np.inf if window[1] is None else window[1]))
+    info["neutral_frames"] = int(ok.sum())
+    module.gain = float(gain)
+    rows = np.flatnonzero(kept)
+    for i in range(0, len(rows), chunk):
+        z[rows[i : i + chunk]] = module.drive(landmarks[i : i + chunk], driver_neutral)
+    return z, info
+
+
+# ----------------------------------------------------------------------------------- file I/O
+
+
+def save_retarget(path: str | os.PathLike, module: LandmarkRetarget, info: dict | None = None) -> Path:
+    """The map's tensors and settings plus free-form ``info`` (weights_only-loadable), written atomically."""
+    return atomic_torch_save({
+        "format": RETARGET_FORMAT,
+        "version": RETARGET_VERSION,
+        "state": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "settings": {"inv_width": module.inv_width, "features": module.features, "kind": module.kind, "gain": module.gain},
+        "info": info or {},
+    }, path)
+
+
+def load_retarget(path: str | os.PathLike) -> LandmarkRetarget:
+    path = Path(path)
+    if not path.is_file():
+        raise FacevaeError(f"retargeting map {path} not found (rule fit_retarget makes it)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure is the file's
+        raise FacevaeError(f"retargeting map {path} cannot be read (damaged or not a torch file: "
+                           f"{type(err).__name__}); rebuild it with `snakemake --forcerun fit_retarget`") from None
+    if not isinstance(blob, dict) or blob.get("format") != RETARGET_FORMAT:
+        raise FacevaeError(f"{path} is not a facevae retargeting map (no format '{RETARGET_FORMAT}')")
+    s, cfg = blob["state"], blob["settings"]
+    module = LandmarkRetarget(s["actor_neutral"].numpy(), s["centres"].numpy(), s["coef"].numpy(), s["x_mean"].numpy(),
+                              s["z_mean"].numpy(), cfg["inv_width"], cfg["features"], cfg["kind"], cfg["gain"])
+    module.info = blob.get("info", {})
+    return module.eval()
+
+
+def export_onnx(module: LandmarkRetarget, path: str | os.PathLike) -> Path:
+    """The map as an ONNX graph: inputs ``landmarks`` (N, 68, 2) float32 crop px and
+    ``driver_neutral`` (68, 2) float32 normalised; output ``z`` (N, latent_dim)."""
+    from facevae.atomic import atomic_path
+
+    import warnings
+
+    example = (module.actor_neutral[None].repeat(2, 1, 1) * 20 + 32, module.actor_neutral.clone())
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: no onnxscript needed
+        torch.onnx.export(module, example, str(tmp), input_names=["landmarks", "driver_neutral"], output_names=["z"],
+                          dynamic_axes={"landmarks": {0: "frames"}, "z": {0: "frames"}}, opset_version=17, dynamo=False)
+    return Path(path)
+
+
+def fit_actor_retarget(faces_path, model_path, outputs: dict, settings: RetargetSettings, actor: str) -> dict:
+    """Rule fit_retarget: the actor's faces through its encoder, then :func:`fit_retarget` from the
+    faces' landmarks to those means. ``outputs``: ``map`` (retarget.pt), ``table`` (a one-row TSV:
+    settings and the cross-validated fit). Returns the report."""
+    import pandas as pd
+
+    from facevae.atomic import write_text
+    from facevae.faces.io import read_faces
+    from facevae.modelio import Codec, load_model
+
+    faces = read_faces(faces_path)
+    if "landmarks" not in faces:
+        raise FacevaeError(f"{faces_path} has no landmarks: render.drive retarget needs faces made by the faces "
+                           f"stage (actors.{actor}.dataset files hold images only; use render.drive: encoder)")
+    mu = Codec(load_model(model_path)).encode(faces["data"])
+    module, report = fit_retarget(faces["landmarks"], mu, settings)
+    report = {"actor": actor, **report}
+    save_retarget(outputs["map"], module, report)
+    write_text(outputs["table"], pd.DataFrame([report]).to_csv(sep="\t", index=False, float_format="%.6g"))
+    return report
