@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned, so no other package's range pulls a different (CUDA) build.
 	$(VPY) -m pip install --quiet torch==2.13.0
 	$(VPY) -m pip install --quiet -e '.[test]'
+	# The score's independent instrument; --no-deps: its own dependency list clashes with the pins
+	# above (it is satisfied by them: see pyproject.toml).
+	$(VPY) -m pip install --quiet --no-deps mediapipe==0.10.14
 	touch $(STAMP)
 
 demo: install

@@ -115,7 +115,15 @@ def render_kit(media, tmp_path_factory) -> dict:
     model_path = folder / "model.pt"
     faces = crops["crops"][crops["kept"]]
     modelio.save_model(model_path, train_vae(faces, arch="blog", latent=16, steps=10, batch=32))
+    # The actor's training set is the same clip's kept faces (so the score has its identity
+    # reference and retrieval baseline), and its retargeting map is fitted on them.
+    from facevae.driving import RetargetSettings, fit_actor_retarget
+    from facevae.faces.io import write_faces
+
+    faces_path = write_faces(folder / "faces.h5", faces, {"aligner": "dlib"}, landmarks=crops["landmarks"][crops["kept"]])
+    retarget = {"map": folder / "retarget.pt", "table": folder / "retarget.tsv"}
+    fit_actor_retarget(faces_path, model_path, retarget, RetargetSettings(), actor="actor")
     kit = {"folder": folder, "clip": clip, "meta": meta, "info": info, "track": track, "model": model_path,
-           "dropped": [10, 11, 12]}
+           "faces": faces_path, "retarget": retarget["map"], "dropped": [10, 11, 12]}
     _KITS["kit"] = kit
     return kit

@@ -15,7 +15,8 @@ import pytest
 from facevae import modelio
 from facevae.compose import Layout, Paster, resize_face
 from facevae.config import validate
-from facevae.faces.io import read_track
+from facevae.driving import load_retarget, retarget_track
+from facevae.faces.io import DriverTrack, read_track
 from facevae.render import RenderConfig
 from facevae.video import probe, read_frames
 
@@ -46,8 +47,10 @@ def test_tpsmm_drives_d6_frame_for_frame_with_audio(run):
     info = probe(out)
     assert info.has_audio and info.audio_codec == "aac"
     assert info.fps == pytest.approx(probe(driver).fps)
-    # The actor panel is what the model says: decode(mu(driver crop)), resized to the panel.
+    # The actor panel is what the model says: decode(the retargeting map's z of the driver's
+    # landmarks, relative to the driver's median face), resized to the panel.
     cfg = RenderConfig.from_config(config["render"])
+    assert cfg.drive == "retarget"  # the default
     layout = Layout.for_reenactment(cfg, "d6", "tpsmm", "driving")
     frames = list(read_frames(out))
     assert frames[0].shape == (layout.height, layout.width, 3)
@@ -56,13 +59,17 @@ def test_tpsmm_drives_d6_frame_for_frame_with_audio(run):
     kept = np.flatnonzero(track["kept"])
     assert len(kept) > 0.8 * len(track["kept"])
     sample = kept[np.linspace(0, len(kept) - 1, 8).round().astype(int)]
-    faces = modelio.decode(model, modelio.encode(model, track["crops"][sample]))
+    with DriverTrack(wd / "results/tracks/tpsmm/driving.h5") as driver_track:
+        z, _ = retarget_track(load_retarget(wd / "results/models/d6/retarget.pt"), driver_track)
+    faces = modelio.decode(model, z[sample])
     for face, i in zip(faces, sample):
         mean, p99 = _diff(layout.crop(frames[i], "actor"), resize_face(face, cfg.panel_size, cfg.interpolation))
         assert mean < COMPRESSION_MEAN and p99 < COMPRESSION_P99, (int(i), mean, p99)
     # ... and the check can tell models apart: the other actor's model (d10) says something else.
     other = modelio.load_model(wd / "results/models/d10/model.pt")
-    theirs = modelio.decode(other, modelio.encode(other, track["crops"][sample]))
+    with DriverTrack(wd / "results/tracks/tpsmm/driving.h5") as driver_track:
+        z_other, _ = retarget_track(load_retarget(wd / "results/models/d10/retarget.pt"), driver_track)
+    theirs = modelio.decode(other, z_other[sample])
     far = [_diff(layout.crop(frames[i], "actor"), resize_face(face, cfg.panel_size, cfg.interpolation))[0]
            for face, i in zip(theirs, sample)]
     assert np.median(far) > 1.5 * COMPRESSION_MEAN, far
@@ -88,10 +95,14 @@ def test_paste_back_leaves_the_frame_outside_the_mask(run):
     assert np.median(inside_changed) > 2 * COMPRESSION_MEAN
 
 
+def _score(wd, pair: str) -> pd.DataFrame:
+    return pd.read_csv(wd / f"results/reenact/d6/{pair}.tsv", sep="\t").set_index(["instrument", "measure"])
+
+
 def test_self_reenactment_follows_the_mouth(run):
     wd, _ = run
-    score = pd.read_csv(wd / "results/reenact/d6/d6rest/rest.tsv", sep="\t").set_index("measure")
-    mouth = score.loc["mouth_open"]
+    score = _score(wd, "d6rest/rest")
+    mouth = score.loc[("dlib", "mouth_open")]
     print("\nself-reenactment d6 <- d6rest:\n" + score.to_string())
     table = score.to_string()
     assert mouth.scored_frames > 200, table
@@ -106,8 +117,34 @@ def test_self_reenactment_follows_the_mouth(run):
         assert image is not None and image.std() > 10
     series = pd.read_csv(wd / "results/reenact/d6/d6rest/rest.series.tsv", sep="\t")
     assert len(series) == mouth.frames
-    # The acceptance bar: the rendered actor opens its mouth when the driver does.
+    # The acceptance bar: the rendered actor opens its mouth when the driver does -- by dlib, and
+    # by the independent instrument (MediaPipe's face mesh on the driver's crop and the render).
     assert mouth.pearson >= 0.5, table
+    assert score.loc[("mesh", "mouth_open")].pearson >= 0.5, table
+
+
+# Measured on this pipeline's config (d6 trained on 186 faces, driven by tpsmm_driving.mp4), face-mesh
+# mouth-opening r for train.seed 0 / 1 / 2: see CROSS_SEEDS; the bar sits 0.1 below the lowest.
+CROSS_SEEDS = (None, None, None)
+CROSS_MOUTH_BAR = 0.0
+
+
+def test_a_stranger_drives_the_actor(run):
+    """Cross-identity: tpsmm (a man, talking) drives d6 (a woman): the actor makes his mouth
+    movements, by the instrument that plays no part in driving, and stays d6."""
+    wd, _ = run
+    score = _score(wd, "tpsmm/driving")
+    table = score.to_string()
+    print("\ncross-reenactment d6 <- tpsmm:\n" + table)
+    mouth = score.loc[("mesh", "mouth_open")]
+    # Landmark failures are counted, not dropped: the mesh reads nearly every kept frame.
+    assert (score.scored_share >= 0.9).all(), table
+    assert mouth.pearson > mouth.circular_p95, table  # beyond what the series' own smoothness gives
+    assert mouth.pearson >= CROSS_MOUTH_BAR, table
+    assert abs(mouth.shuffled_pearson) <= 0.2, table
+    # Identity: the renders are nearer d6's mean descriptor than tpsmm's, and within 0.6 of d6's.
+    assert mouth.identity_kept >= 0.9, table
+    assert mouth.actor_distance < mouth.driver_distance, table
 
 
 def test_explore_outputs(run):

@@ -151,3 +151,43 @@ def test_match_color_moves_mean_and_spread_inside_the_mask():
     flat = match_color(face, (target.astype(float) * 3 - 180).clip(0, 255).astype(np.uint8), mask)
     assert flat[inside].std() <= 1.25 * face[inside].std() + 1
     assert (match_color(face, target, np.zeros((64, 64), np.float32)) == face).all()
+
+
+def test_render_and_retarget_defaults_are_the_schemas():
+    """One source of defaults: the render schema's defaults build the same RenderConfig and
+    RetargetSettings as the dataclasses' own."""
+    from facevae.config import validate
+    from facevae.driving import RetargetSettings
+
+    section = validate({"actors": {"a": {"videos": {"v": {"url": "https://example.org/x.mp4"}}}}})["render"]
+    import dataclasses
+
+    # The retarget section stays a dict (its fit keys go to RetargetSettings, checked below).
+    assert dataclasses.replace(RenderConfig.from_config(section), retarget={}) == RenderConfig()
+    assert section["drive"] == "retarget" and section["retarget"]["neutral"] == "video"
+    assert RetargetSettings.from_config(section["retarget"]) == RetargetSettings()
+    assert section["retarget"]["gain"] == 1.0
+
+
+@pytest.mark.parametrize("render, key", [
+    ({"drive": "mirror"}, "render.drive"),
+    ({"retarget": {"neutral": "first"}}, "render.retarget.neutral"),
+    ({"retarget": {"neutral": [0, 3, 4]}}, "render.retarget.neutral"),
+    ({"retarget": {"gain": 0}}, "render.retarget.gain"),
+    ({"retarget": {"map": "knn"}}, "render.retarget.map"),
+    ({"retarget": {"ears": 1}}, "render.retarget"),
+    ({"score": {"identity_every": 0}}, "render.score.identity_every"),
+])
+def test_bad_driving_keys_name_themselves(render, key):
+    from facevae.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate({"actors": {"a": {"videos": {"v": {"url": "https://example.org/x.mp4"}}}}, "render": render})
+
+
+def test_blog_preset_drives_with_the_encoder():
+    import yaml
+
+    from conftest import REPO
+
+    assert yaml.safe_load((REPO / "presets" / "blog2017.yaml").read_text())["render"]["drive"] == "encoder"

@@ -18,6 +18,8 @@ protobuf that clash with the project's); ``make install`` does that.
 from __future__ import annotations
 
 import functools
+import os
+import warnings
 
 import cv2
 import numpy as np
@@ -37,8 +39,14 @@ SHARPEN_SIGMA = 3.0 / 64  # unsharp-mask radius, as a fraction of the face size 
 
 
 def _mesh_module():
+    # MediaPipe's C++ side logs through glog straight to file descriptor 2 (past Python's logging and
+    # the rule's log redirection): keep its INFO/WARNING chatter off the user's console.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        from mediapipe.python.solutions import face_mesh
+        with warnings.catch_warnings():  # protobuf's deprecation notice about MediaPipe's generated code
+            warnings.simplefilter("ignore", UserWarning)
+            from mediapipe.python.solutions import face_mesh
     except ImportError as err:  # the independent instrument is not optional for scoring
         raise FacevaeError(
             "the reenactment score's independent instrument needs MediaPipe 0.10.14 "

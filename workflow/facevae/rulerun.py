@@ -15,6 +15,7 @@ up temporary files.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -41,8 +42,10 @@ def run_rule(smk, main) -> None:
     log_path = smk.log[0] if len(smk.log) else None
     setup_logging(log_path)
     console = sys.stderr
-    if log_path:  # progress bars and stray prints go to the log file too
+    if log_path:  # progress bars, stray prints and native libraries' own logging go to the log file too
+        console = os.fdopen(os.dup(2), "w", buffering=1)  # the one-line error still reaches the console
         sys.stderr = open(log_path, "a", buffering=1)
+        os.dup2(sys.stderr.fileno(), 2)  # C/C++ code (MediaPipe, ffmpeg's stderr) writes to fd 2 directly
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         main(smk)

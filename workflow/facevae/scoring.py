@@ -28,7 +28,7 @@ import numpy as np
 
 from facevae.atomic import save_figure, write_text
 from facevae.expression import interocular_distance, pearson, transfer_score
-from facevae.instruments import MeshInstrument, dlib_ratios, face_descriptors, identity_kept, landmark_ratios
+from facevae.instruments import MeshInstrument, dlib_ratios, face_descriptors, identity_kept, landmark_ratios, sharpen
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,9 @@ class ScoreMeter:
         cfg, s = self.cfg, self.series
         self.kept[index] = True
         for who, faces in (("driver", driver_crops), ("actor", rendered), ("baseline", baseline)):
-            mesh = self.mesh.ratios(faces)
+            # The same unsharp mask on every face the mesh reads (measured on d10's own faces and
+            # their reconstructions: mouth r 0.62 plain, 0.72 with amount 1).
+            mesh = self.mesh.ratios(sharpen(faces, cfg.score_mesh_sharpen))
             s[f"mesh_{who}_mouth"][index], s[f"mesh_{who}_eye"][index] = mesh[:, 0], mesh[:, 1]
             if who != "driver":
                 lm = dlib_ratios(faces, self.align, cfg.score_upscale, cfg.score_sharpen)

@@ -1,0 +1,207 @@
+"""Cross-identity transfer: does a stranger's face move the actor? (issue 12's fixed set)
+
+Actors: the four longest single-person shared clips -- lp_d6, lp_d10, lp_d3, lp_d13 -- each trained
+(default training; held-out split of one block with a 0.5 s gap, as these clips are short) on the
+first ~75 % of its clip. Each actor is driven by every other actor's whole clip and by
+tpsmm_driving.mp4 (16 cross pairs), and by the held-out rest of its own clip (4 self rows).
+Everything runs through the real workflow (snakemake), so the numbers are those of the score
+files a user gets: face-mesh (independent instrument) and dlib mouth/eye r, identity kept, the
+retrieval baseline's r, jitter, and the reenact job's seconds. The plain encoder
+(render.drive: encoder, the 2017 blog's way) is rendered and scored on the same pairs beside the
+default. Also writes a contact sheet per actor (driver crop / default / encoder / retrieval) to
+bench/results/transfer/ -- look at it.
+
+Writes bench/results/transfer.md. Run from the repository root: .venv/bin/python bench/bench_transfer.py
+(~40 min on two idle cores). BENCH_TRANSFER_WORKDIR keeps (and reuses) the work folder.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+MEDIA = Path(os.environ.get("FACEVAE_MEDIA", REPO.parent / "shared" / "data"))
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+# Actor clip -> seconds used for training (the rest drives the self row).
+ACTORS = {"d6": ("lp_d6.mp4", 25), "d10": ("lp_d10.mp4", 11), "d3": ("lp_d3.mp4", 9), "d13": ("lp_d13.mp4", 9)}
+TARGETS = {"cross mesh mouth r (median)": 0.6, "cross mesh eye r (median)": 0.4, "cross dlib mouth r (median)": 0.7,
+           "identity kept (median)": 0.95, "self mesh mouth r (min)": 0.8}
+
+
+def config(drive: str) -> dict:
+    videos = MEDIA / "videos"
+    actors = {a: {"videos": {a: {"path": str(videos / clip), "end": float(cut)}}} for a, (clip, cut) in ACTORS.items()}
+    drivers = {"tpsmm": {"videos": {"driving": {"path": str(videos / "tpsmm_driving.mp4")}}}}
+    for a, (clip, cut) in ACTORS.items():
+        drivers[f"{a}full"] = {"videos": {"full": {"path": str(videos / clip)}}}
+        drivers[f"{a}rest"] = {"videos": {"rest": {"path": str(videos / clip), "start": float(cut)}}}
+    pairs = []
+    for a in ACTORS:
+        pairs += [{"actor": a, "driver": f"{b}full"} for b in ACTORS if b != a]
+        pairs += [{"actor": a, "driver": "tpsmm"}, {"actor": a, "driver": f"{a}rest"}]
+    return {"actors": actors, "drivers": drivers, "reenact": pairs, "faces": {"aligner": "dlib"},
+            "train": {"holdout": {"blocks": 1, "gap_seconds": 0.5}}, "render": {"drive": drive}}
+
+
+def video_of(driver: str) -> str:
+    return "driving" if driver == "tpsmm" else ("full" if driver.endswith("full") else "rest")
+
+
+def run(workdir: Path, drive: str) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = config(drive)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    targets = [f"results/reenact/{p['actor']}/{p['driver']}/{video_of(p['driver'])}.tsv" for p in cfg["reenact"]]
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile",
+           str(workdir / "config.yaml"), "--cores", "2", *targets, "--rerun-triggers", "mtime"]
+    print("==", drive, "->", workdir, flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def collect(workdir: Path, drive: str) -> pd.DataFrame:
+    rows = []
+    for p in config(drive)["reenact"]:
+        a, d = p["actor"], p["driver"]
+        base = workdir / f"results/reenact/{a}/{d}/{video_of(d)}"
+        t = pd.read_csv(f"{base}.tsv", sep="\t").set_index(["instrument", "measure"])
+        seconds = pd.read_csv(workdir / f"results/benchmarks/reenact/{a}/{d}/{video_of(d)}.tsv", sep="\t").s.iloc[0]
+        mm, me, dm, de = (t.loc[k] for k in (("mesh", "mouth_open"), ("mesh", "eye_open"), ("dlib", "mouth_open"), ("dlib", "eye_open")))
+        rows.append({
+            "actor": a, "driver": d.removesuffix("full").removesuffix("rest") + (" (own, held out)" if d.endswith("rest") else ""),
+            "kind": "self" if d.endswith("rest") else "cross", "drive": drive, "frames": int(mm.kept_frames),
+            "scored": float(min(mm.scored_share, me.scored_share)),
+            "mesh_mouth": mm.pearson, "mesh_eye": me.pearson, "dlib_mouth": dm.pearson, "dlib_eye": de.pearson,
+            "identity_kept": mm.identity_kept, "base_mesh_mouth": mm.baseline_pearson, "base_mesh_eye": me.baseline_pearson,
+            "base_dlib_mouth": dm.baseline_pearson, "jitter": mm.jitter, "base_jitter": mm.baseline_jitter,
+            "circular_p95": mm.circular_p95, "seconds": float(seconds),
+        })
+    return pd.DataFrame(rows)
+
+
+def contact_sheets(work_default: Path, work_encoder: Path, out_dir: Path) -> list[Path]:
+    """Per actor: rows = driver crop, default render, encoder render, retrieval face; columns =
+    frames of each cross driver (read back from the series and the track/video files)."""
+    import cv2
+
+    from facevae.driving import load_retarget, retarget_track
+    from facevae.faces.io import DriverTrack, read_faces
+    from facevae.modelio import Codec, load_model
+    from facevae.scoring import retrieval_index
+    from facevae.atomic import write_png
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for a in ACTORS:
+        codec = Codec(load_model(work_default / f"results/models/{a}/model.pt"))
+        retarget = load_retarget(work_default / f"results/models/{a}/retarget.pt")
+        faces = read_faces(work_default / f"results/faces/{a}.h5")
+        columns = []
+        for d in [f"{b}full" for b in ACTORS if b != a] + ["tpsmm"]:
+            with DriverTrack(work_default / f"results/tracks/{d}/{video_of(d)}.h5") as track:
+                z, _ = retarget_track(retarget, track)
+                kept = np.flatnonzero(track.kept)
+                pick = kept[np.linspace(0, len(kept) - 1, 4).round().astype(int)[1:]]
+                crops = track.read_crops(0, track.n)[pick]
+                lm = np.asarray(track.landmarks[:])[pick]
+            default = codec.decode(z[pick])
+            encoder = codec.decode(codec.encode(crops))
+            retrieved = faces["data"][retrieval_index(faces["landmarks"], lm)]
+            for k in range(len(pick)):
+                columns.append(np.concatenate([crops[k], default[k], encoder[k], retrieved[k]], axis=0))
+        sheet = np.concatenate(columns, axis=1)
+        sheet = cv2.resize(sheet, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+        written.append(write_png(out_dir / f"{a}.png", sheet))
+    return written
+
+
+def markdown(table: pd.DataFrame, seconds: float) -> str:
+    default, encoder = table[table.drive == "retarget"], table[table.drive == "encoder"]
+    cross, self_ = default[default.kind == "cross"], default[default.kind == "self"]
+    enc_self = encoder[encoder.kind == "self"]
+    measured = {
+        "cross mesh mouth r (median)": cross.mesh_mouth.median(),
+        "cross mesh eye r (median)": cross.mesh_eye.median(),
+        "cross dlib mouth r (median)": cross.dlib_mouth.median(),
+        "identity kept (median)": cross.identity_kept.median(),
+        "self mesh mouth r (min)": self_.mesh_mouth.min(),
+    }
+    lines = [
+        "# Cross-identity transfer (bench/bench_transfer.py)",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads 2, no GPU. "
+        f"Whole run (tracking, training, fitting, rendering and scoring both drives): {seconds / 60:.1f} min.",
+        "Actors trained on the first 25 / 11 / 9 / 9 s of lp_d6 / lp_d10 / lp_d3 / lp_d13 (default training, 50 epochs); "
+        "cross drivers are the other actors' whole clips and tpsmm_driving.mp4; self rows are the held-out rest of the "
+        "actor's own clip. r = Pearson of the driver's and the rendered actor's opening ratio over the kept frames; "
+        "mesh = MediaPipe face mesh on the driver's 64-px crop and on the render (plays no part in driving); dlib = the "
+        "track's landmarks vs dlib re-measured on the render. base = retrieval baseline (the actor's nearest training "
+        "face by eye and mouth landmarks). jitter = frame-to-frame change of the rendered mesh mouth series over the "
+        "driver's. scored = the smaller of the two mesh measures' scored share of kept frames.",
+        "",
+        "## Targets (default drive: retarget)",
+        "",
+        "| target | bar | measured | met |",
+        "|---|---|---|---|",
+    ]
+    for name, bar in TARGETS.items():
+        lines.append(f"| {name} | >= {bar} | {measured[name]:.3f} | {'yes' if measured[name] >= bar else 'no'} |")
+    within = (cross.mesh_mouth >= cross.base_mesh_mouth - 0.05)
+    lines.append(f"| every cross pair's mesh mouth r within 0.05 of retrieval's or above | 16 of 16 | {int(within.sum())} of "
+                 f"{len(cross)} | {'yes' if within.all() else 'no'} |")
+    ok = (self_.set_index("actor").mesh_mouth >= enc_self.set_index("actor").mesh_mouth).all()
+    lines.append(f"| self mesh mouth r not below the plain encoder's | every actor | "
+                 f"{', '.join(f'{r.actor} {r.mesh_mouth:.2f} vs {e:.2f}' for r, e in zip(self_.itertuples(), enc_self.mesh_mouth))} "
+                 f"| {'yes' if ok else 'no'} |")
+    cols = ["actor", "driver", "frames", "scored", "mesh_mouth", "mesh_eye", "dlib_mouth", "dlib_eye", "identity_kept",
+            "base_mesh_mouth", "base_mesh_eye", "base_dlib_mouth", "jitter", "base_jitter", "circular_p95", "seconds"]
+    for drive, part in (("retarget (default)", default), ("encoder (the 2017 blog's plain encoding)", encoder)):
+        lines += ["", f"## render.drive: {drive}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for kind in ("cross", "self"):
+            rows = part[part.kind == kind]
+            for r in rows.itertuples():
+                cells = [f"{getattr(r, c):.2f}" if isinstance(getattr(r, c), float) else str(getattr(r, c)) for c in cols]
+                lines.append("| " + " | ".join(cells) + " |")
+            med = ["**median**", f"**{kind}**"] + [f"**{rows[c].median():.2f}**" for c in cols[2:]]
+            lines.append("| " + " | ".join(med) + " |")
+    lines += ["", "Contact sheets: bench/results/transfer/{actor}.png -- per cross driver three frames; rows: driver crop, "
+              "default (retarget), plain encoder, retrieval baseline."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if not (MEDIA / "videos" / "lp_d6.mp4").is_file():
+        sys.exit(f"bench_transfer: {MEDIA}/videos not found (set FACEVAE_MEDIA)")
+    root = Path(os.environ.get("BENCH_TRANSFER_WORKDIR") or tempfile.mkdtemp(prefix="bench_transfer."))
+    t0 = time.perf_counter()
+    run(root / "retarget", "retarget")
+    # The encoder run shares the faces and models: link the earlier stages' folders in.
+    enc = root / "encoder"
+    (enc / "results").mkdir(parents=True, exist_ok=True)
+    for stage in ("videos", "tracks", "faces", "models", "checkpoints"):
+        link = enc / "results" / stage
+        if not link.exists():
+            link.symlink_to(root / "retarget" / "results" / stage)
+    run(enc, "encoder")
+    seconds = time.perf_counter() - t0
+    table = pd.concat([collect(root / "retarget", "retarget"), collect(enc, "encoder")], ignore_index=True)
+    out = REPO / "bench" / "results"
+    table.to_csv(out / "transfer.tsv", sep="\t", index=False, float_format="%.4f")
+    contact_sheets(root / "retarget", enc, out / "transfer")
+    (out / "transfer.md").write_text(markdown(table, seconds))
+    print((out / "transfer.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
