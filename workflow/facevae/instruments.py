@@ -67,9 +67,11 @@ class MeshInstrument:
 
     def __init__(self, upscale: int = 4, min_confidence: float = 0.3):
         self.upscale = int(upscale)
-        self._mesh = _mesh_module().FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=False, min_detection_confidence=min_confidence
-        )
+        with warnings.catch_warnings():  # protobuf's deprecation notice about MediaPipe's generated code
+            warnings.simplefilter("ignore", UserWarning)
+            self._mesh = _mesh_module().FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=False, min_detection_confidence=min_confidence
+            )
 
     def points(self, face: np.ndarray) -> np.ndarray | None:
         """The mesh's 468 (x, y) points in the face's pixels, or None when it finds no face."""
