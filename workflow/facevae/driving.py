@@ -33,7 +33,7 @@ import torch
 
 from facevae import FacevaeError
 from facevae.expression import LEFT_EYE, RIGHT_EYE
-from facevae.modelio import atomic_torch_save
+from facevae.modelio import atomic_torch_save, read_blob
 
 DRIVES = ("retarget", "encoder")
 MAPS = ("kernel", "linear")
@@ -330,16 +330,7 @@ def save_retarget(path: str | os.PathLike, module: LandmarkRetarget, info: dict 
 
 
 def load_retarget(path: str | os.PathLike) -> LandmarkRetarget:
-    path = Path(path)
-    if not path.is_file():
-        raise FacevaeError(f"retargeting map {path} not found (rule fit_retarget makes it)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure is the file's
-        raise FacevaeError(f"retargeting map {path} cannot be read (damaged or not a torch file: "
-                           f"{type(err).__name__}); rebuild it with `snakemake --forcerun fit_retarget`") from None
-    if not isinstance(blob, dict) or blob.get("format") != RETARGET_FORMAT:
-        raise FacevaeError(f"{path} is not a facevae retargeting map (no format '{RETARGET_FORMAT}')")
+    blob = read_blob(path, RETARGET_FORMAT, RETARGET_VERSION, "retargeting map", rebuild="fit_retarget")
     s, cfg = blob["state"], blob["settings"]
     module = LandmarkRetarget(s["actor_neutral"].numpy(), s["centres"].numpy(), s["coef"].numpy(), s["x_mean"].numpy(),
                               s["z_mean"].numpy(), cfg["inv_width"], cfg["features"], cfg["kind"], cfg["gain"])

@@ -57,19 +57,28 @@ def save_model(path: str | os.PathLike, model: VAE, info: dict | None = None) ->
     )
 
 
-def _read(path: str | os.PathLike) -> dict:
+def read_blob(path: str | os.PathLike, fmt: str, version: int, what: str, rebuild: str = "") -> dict:
+    """A facevae torch file (a weights_only-loadable dict with ``format`` and ``version``), checked;
+    every failure is one FacevaeError naming the file, ``what`` it is and, for a damaged file, the
+    ``rebuild`` command."""
     path = Path(path)
     if not path.is_file():
-        raise FacevaeError(f"model file {path} not found")
+        raise FacevaeError(f"{what} {path} not found")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure is the file's
-        raise FacevaeError(f"model file {path} cannot be read: {err}") from err
-    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
-        raise FacevaeError(f"{path} is not a facevae model file (no format '{MODEL_FORMAT}')")
-    if blob.get("version", 0) > MODEL_VERSION:
-        raise FacevaeError(f"{path} is model format version {blob['version']}; this facevae reads up to {MODEL_VERSION}")
+        first = (str(err).strip().splitlines() or [""])[0]
+        hint = f"; rebuild it with `snakemake --forcerun {rebuild}`" if rebuild else ""
+        raise FacevaeError(f"{what} {path} cannot be read ({type(err).__name__}: {first}){hint}") from None
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise FacevaeError(f"{path} is not a facevae {what} (no format '{fmt}')")
+    if blob.get("version", 0) > version:
+        raise FacevaeError(f"{path} is {what} format version {blob['version']}; this facevae reads up to {version}")
     return blob
+
+
+def _read(path: str | os.PathLike) -> dict:
+    return read_blob(path, MODEL_FORMAT, MODEL_VERSION, "model file", rebuild="train_vae")
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> VAE:
