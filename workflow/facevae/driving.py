@@ -101,11 +101,10 @@ def normalise_landmarks(landmarks) -> np.ndarray:
     return out
 
 
-def neutral_shape(normalised: np.ndarray, times: np.ndarray | None = None, window: tuple | None = None) -> np.ndarray:
-    """A person's neutral face: the point-wise median of their normalised shapes (68, 2).
-
-    ``window`` = (start, end) seconds keeps only the frames whose ``times`` fall in [start, end):
-    a calibration window (a live webcam has no whole video to take the median of)."""
+def neutral_frames(normalised: np.ndarray, times: np.ndarray | None = None, window: tuple | None = None) -> np.ndarray:
+    """(N,) bool: the frames a neutral face is taken from -- those with landmarks, and with
+    ``window`` = (start, end) seconds only those whose ``times`` fall in [start, end) (a
+    calibration window: a live webcam has no whole video to take the median of)."""
     lm = np.asarray(normalised, np.float64)
     ok = np.isfinite(lm).all(axis=(1, 2))
     if window is not None:
@@ -114,10 +113,17 @@ def neutral_shape(normalised: np.ndarray, times: np.ndarray | None = None, windo
         start, end = window
         t = np.asarray(times, np.float64)
         ok &= (t >= start) & (t < (np.inf if end is None else end))
+    return ok
+
+
+def neutral_shape(normalised: np.ndarray, times: np.ndarray | None = None, window: tuple | None = None) -> np.ndarray:
+    """A person's neutral face: the point-wise median (68, 2) of their normalised shapes over
+    :func:`neutral_frames`."""
+    ok = neutral_frames(normalised, times, window)
     if not ok.any():
         where = f" between {window[0]} s and {window[1]} s" if window is not None else ""
         raise FacevaeError(f"no frame with landmarks{where} to take the neutral face from")
-    return np.median(lm[ok], axis=0)
+    return np.median(np.asarray(normalised, np.float64)[ok], axis=0)
 
 
 def retarget_shapes(driver_normalised: np.ndarray, driver_neutral: np.ndarray, actor_neutral: np.ndarray,
@@ -198,7 +204,8 @@ def _blocks(n: int, folds: int) -> np.ndarray:
     return np.minimum(np.arange(n) * folds // max(n, 1), folds - 1)
 
 
-def _spread(n: int, most: int) -> np.ndarray:
+def evenly_spread(n: int, most: int) -> np.ndarray:
+    """Sorted indices of at most ``most`` of ``n`` items, evenly spread from the first to the last."""
     return np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(int))
 
 
@@ -212,7 +219,7 @@ def _solve_map(x: np.ndarray, z: np.ndarray, settings: RetargetSettings, median_
         gram = xc.T @ xc + settings.l2 * len(x) * xc.var(axis=0).mean() * np.eye(x.shape[1])
         return {"centres": np.zeros((0, x.shape[1])), "coef": np.linalg.solve(gram, xc.T @ zc), "x_mean": x_mean,
                 "z_mean": z_mean, "inv_width": 0.0}
-    centres = x[_spread(len(x), settings.max_centres)]
+    centres = x[evenly_spread(len(x), settings.max_centres)]
     if median_d2 is None:
         d2 = ((centres[:, None] - centres[None]) ** 2).sum(-1)
         median_d2 = float(np.median(d2[d2 > 0])) if (d2 > 0).any() else 1.0
@@ -303,11 +310,7 @@ def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float
         driver_neutral = neutral_shape(norm, track.time[kept], window)
     except FacevaeError as err:
         raise FacevaeError(f"render.retarget.neutral: {err} in {track.path}") from None
-    ok = np.isfinite(norm).all(axis=(1, 2))
-    if window is not None:
-        t = track.time[kept]
-        ok &= (t >= window[0]) & (t < (np.inf if window[1] is None else window[1]))
-    info["neutral_frames"] = int(ok.sum())
+    info["neutral_frames"] = int(neutral_frames(norm, track.time[kept], window).sum())
     module.gain = float(gain)
     rows = np.flatnonzero(kept)
     for i in range(0, len(rows), chunk):

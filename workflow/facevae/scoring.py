@@ -27,6 +27,7 @@ import logging
 import numpy as np
 
 from facevae.atomic import save_figure, write_text
+from facevae.driving import evenly_spread
 from facevae.expression import interocular_distance, pearson, transfer_score
 from facevae.instruments import MeshInstrument, dlib_ratios, face_descriptors, identity_kept, landmark_ratios, sharpen
 
@@ -69,10 +70,6 @@ def jitter(series: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(ds[ok]).mean() / np.abs(dr[ok]).mean())
 
 
-def _spread(n: int, most: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(int)) if n else np.zeros(0, int)
-
-
 class ScoreMeter:
     """Every per-frame measure of one render; feed it with :meth:`add`, read it with :meth:`table`.
 
@@ -93,7 +90,7 @@ class ScoreMeter:
         self.series["identity_actor_distance"] = nan()
         self.series["identity_driver_distance"] = nan()
         self.kept = np.zeros(self.n, bool)
-        sample = actor_faces[_spread(len(actor_faces), reference_faces)]
+        sample = actor_faces[evenly_spread(len(actor_faces), reference_faces)]
         self.actor_descriptor = face_descriptors(sample, align_cfg, cfg.score_upscale).mean(axis=0)
         self._rendered_desc: dict[int, np.ndarray] = {}
         self._driver_desc: list[np.ndarray] = []
