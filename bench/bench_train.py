@@ -94,7 +94,7 @@ def compare(faces_path: Path, feature_net: Path | None, names: list[str]) -> tup
                  "real_face_share": face_share(held[:64])}
     rows = []
     for name in names:
-        settings = TrainSettings.from_config({**MODELS[name], "epochs": EPOCHS, "seed": SEED, "checkpoint_minutes": 0})
+        settings = TrainSettings.from_config({**MODELS[name], "epochs": EPOCHS, "min_steps": 0, "seed": SEED, "checkpoint_minutes": 0})
         with tempfile.TemporaryDirectory() as tmp:
             outputs = {k: f"{tmp}/{k}" for k in ("model", "metrics", "loss_plot", "reconstructions", "samples", "split")}
             outputs.update(model=f"{tmp}/model.pt", loss_plot=f"{tmp}/loss.png", reconstructions=f"{tmp}/r.png", samples=f"{tmp}/s.png")
@@ -129,7 +129,7 @@ def speed(faces_path: Path, batch: int = 128, rounds: int = 3) -> list[dict]:
 
     rows = []
     for name, spec in (("blog", {"model": "blog"}), ("conv (default)", {"model": "conv"})):
-        settings = TrainSettings.from_config({**spec, "epochs": 3, "batch_size": batch, "seed": SEED, "checkpoint_minutes": 0})
+        settings = TrainSettings.from_config({**spec, "epochs": 3, "min_steps": 0, "batch_size": batch, "seed": SEED, "checkpoint_minutes": 0})
         bare, epochs = [bare_rate(settings.model_config(), batch, steps=8)], []
         for _ in range(rounds):
             with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,7 @@ def train(media) -> dict:
     # earlier setting) drew mouths too blurred for the face mesh to read (self-reenactment mesh
     # mouth r 0.39, dlib 0.79); width 16: 0.73 / 0.87. Tests that judge the model families train
     # their own (tests/test_train.py).
-    return {"train": {"epochs": 50, "batch_size": 16, "lr_schedule": "cosine", "width": 16, "checkpoint_minutes": 0}}
+    return {"train": {"epochs": 50, "min_steps": 0, "batch_size": 16, "lr_schedule": "cosine", "width": 16, "checkpoint_minutes": 0}}
 
 
 def render(media) -> dict:

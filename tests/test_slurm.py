@@ -210,7 +210,7 @@ def test_training_rule_runs_through_the_slurm_profile(pipeline, slurm_root):
     work = slurm_root / "work"
     work.mkdir()
     config = {"actors": {"s": {"dataset": str(faces)}},
-              "train": {"model": "blog", "latent_dim": 8, "epochs": 1, "batch_size": 32, "checkpoint_minutes": 0}}
+              "train": {"model": "blog", "latent_dim": 8, "epochs": 1, "min_steps": 0, "batch_size": 32, "checkpoint_minutes": 0}}
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     with OneNodeCluster(slurm_root) as cluster:
         cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),

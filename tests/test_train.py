@@ -3,6 +3,8 @@ resuming a real Snakemake run after SIGTERM, and config errors."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import signal
@@ -116,6 +118,22 @@ def test_train_defaults_are_filled_in():
     assert TrainSettings.from_config({"model": "blog"}).model_config().latent_dim == 100
 
 
+def test_small_actors_train_at_least_min_steps():
+    """Epochs are raised so that a short clip still gets ``min_steps`` optimiser steps; a large
+    one keeps ``epochs``; 0 turns it off; the cosine schedule spans the raised run."""
+    settings = TrainSettings.from_config(validate(_config())["train"])
+    assert (settings.epochs, settings.min_steps) == (50, 1500)
+    assert settings.epochs_for(9) == 167  # lp_d10's 11 s: 9 batches an epoch
+    assert settings.epochs_for(100) == 50
+    assert dataclasses.replace(settings, min_steps=0).epochs_for(9) == 50
+    cosine = dataclasses.replace(settings, lr_schedule="cosine")
+    assert cosine.lr_at(0, 0, 9) == pytest.approx(settings.lr)
+    assert cosine.lr_at(83, 5, 9) == pytest.approx(settings.lr / 2, rel=0.02)  # halfway through 167 epochs
+    with pytest.raises(ConfigError) as err:
+        validate(_config(min_steps=-1))
+    assert err.value.key == "train.min_steps"
+
+
 # --- real faces from the test pipeline -----------------------------------------------------------
 
 
@@ -214,7 +232,7 @@ def test_pipeline_model_loads_in_a_fresh_process(pipeline, tmp_path):
 # epochs (~35 s on two cores): 0.42 / 0.43 of the mean face's MSE (seeds 0 / 1). With the blog's own
 # BCE term the KL term keeps the code to ~15 nats and the ratio plateaus near 0.5 (16 epochs: 0.59,
 # 40 epochs: 0.49; beta 0.1: 0.47 at 24 epochs) -- see the train.recon_loss description.
-BLOG_TEST_SETTINGS = {"model": "blog", "recon_loss": "gaussian", "flip": False, "epochs": 16, "batch_size": 16,
+BLOG_TEST_SETTINGS = {"model": "blog", "recon_loss": "gaussian", "flip": False, "epochs": 16, "min_steps": 0, "batch_size": 16,
                       "lr": 0.002, "lr_schedule": "cosine", "kl_warmup_epochs": 2, "seed": 0}
 BLOG_TEST_RATIO = 0.5  # the issue's bar: at most half the mean face's held-out MSE
 
@@ -238,7 +256,7 @@ def test_blog_learns_held_out_frames_far_beyond_the_mean_face(d6_faces, tmp_path
 @pytest.mark.media
 def test_bf16_autocast_path_runs_on_cpu(tiny_faces, tmp_path):
     """The CUDA path's precision (bf16 autocast, BCE from logits) exercised on the CPU."""
-    settings = TrainSettings.from_config({"model": "conv", "width": 8, "epochs": 1, "batch_size": 16, "precision": "bf16",
+    settings = TrainSettings.from_config({"model": "conv", "width": 8, "epochs": 1, "min_steps": 0, "batch_size": 16, "precision": "bf16",
                                           "holdout": {"gap_seconds": 0.2}})
     info = train_vae(tiny_faces, outputs_in(tmp_path), settings, tmp_path / "ckpt.pt", progress=False)
     assert info["precision"] == "bf16" and np.isfinite(info["heldout_mse"])
@@ -249,7 +267,7 @@ def test_bf16_autocast_path_runs_on_cpu(tiny_faces, tmp_path):
 def test_a_checkpoint_of_other_settings_is_not_resumed(tiny_faces, tmp_path, caplog):
     ckpt = tmp_path / "ckpt.pt"
     atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": "another run", "state": {}}, ckpt)
-    settings = TrainSettings.from_config({"model": "blog", "epochs": 1, "batch_size": 16, "latent_dim": 8, "holdout": {"gap_seconds": 0.2}})
+    settings = TrainSettings.from_config({"model": "blog", "epochs": 1, "min_steps": 0, "batch_size": 16, "latent_dim": 8, "holdout": {"gap_seconds": 0.2}})
     with caplog.at_level(logging.INFO, logger="facevae.train"):
         info = train_vae(tiny_faces, outputs_in(tmp_path), settings, ckpt, progress=False)
     assert "from other settings" in caplog.text and info["resumed"] == 0
@@ -266,7 +284,7 @@ def test_too_few_faces_is_one_clear_error(tmp_path):
 
 # --- resume: a real Snakemake run, SIGTERM, re-run -----------------------------------------------
 
-RESUME_TRAIN = {"model": "blog", "latent_dim": 16, "epochs": 4, "batch_size": 16, "checkpoint_minutes": 0, "seed": 7}
+RESUME_TRAIN = {"model": "blog", "latent_dim": 16, "epochs": 4, "min_steps": 0, "batch_size": 16, "checkpoint_minutes": 0, "seed": 7}
 
 
 def _snakemake_cmd(workdir: Path, config: dict, target: str) -> list[str]:

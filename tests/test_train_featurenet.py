@@ -81,7 +81,7 @@ def test_dfc_model_through_snakemake(pipeline, aligned, tmp_path):
     config = {
         "actors": {"a": {"dataset": str(tmp_path / "faces.h5")}},
         "celeba": pipeline["config"]["celeba"],
-        "train": {"model": "dfc", "width": 8, "epochs": 1, "batch_size": 16, "holdout": {"gap_seconds": 0.2}},
+        "train": {"model": "dfc", "width": 8, "epochs": 1, "min_steps": 0, "batch_size": 16, "holdout": {"gap_seconds": 0.2}},
         "featurenet": {"epochs": 1, "width": 8},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))

@@ -66,6 +66,7 @@ class TrainSettings:
     latent_dim: int | None = None
     width: int = 16
     epochs: int = 50
+    min_steps: int = 1500
     batch_size: int = 32
     lr: float = 2e-3
     lr_schedule: str = "constant"
@@ -99,11 +100,18 @@ class TrainSettings:
             raise FacevaeError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {settings.lr_schedule!r}")
         return settings
 
-    def lr_at(self, epoch: int, batch: int, n_batches: int) -> float:
-        """Learning rate of one step: constant, or a cosine from ``lr`` down to 0 over the whole run."""
+    def epochs_for(self, n_batches: int) -> int:
+        """Epochs a run makes: ``epochs``, or more when that is fewer than ``min_steps`` optimiser steps
+        (a 9-s clip gives ~9 batches an epoch; 50 epochs of it left the decoder's mouths blurred)."""
+        return max(int(self.epochs), math.ceil(int(self.min_steps) / max(n_batches, 1)))
+
+    def lr_at(self, epoch: int, batch: int, n_batches: int, epochs: int | None = None) -> float:
+        """Learning rate of one step: constant, or a cosine from ``lr`` down to 0 over the whole run
+        (``epochs`` of it; default :meth:`epochs_for`)."""
         if self.lr_schedule == "constant":
             return float(self.lr)
-        progress = (epoch * n_batches + batch) / max(self.epochs * n_batches, 1)
+        epochs = self.epochs_for(n_batches) if epochs is None else epochs
+        progress = (epoch * n_batches + batch) / max(epochs * n_batches, 1)
         return float(self.lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     @property
@@ -442,6 +450,7 @@ def train_vae(
     n_train = len(train_rows)
     batch_size = min(settings.batch_size, n_train)
     n_batches = n_train // batch_size
+    epochs = settings.epochs_for(n_batches)
     baseline = mean_face_mse(faces.data[train_rows], faces.data[held_rows])
 
     state = {"epoch": 0, "batch": 0, "perm": None, "sums": None, "epoch_seconds": 0.0, "history": [], "seconds": 0.0, "resumed": 0}
@@ -468,16 +477,17 @@ def train_vae(
         )
 
     log.info(
-        "%s: %d faces -> %d train, %d held out, %d gap; model %s %s; %d epochs x %d batches of %d on %s%s, %d threads",
+        "%s: %d faces -> %d train, %d held out, %d gap; model %s %s; %d epochs x %d batches of %d on %s%s, %d threads%s",
         who, len(faces), n_train, len(held_rows), int((labels == SPLIT_GAP).sum()), settings.model,
-        settings.model_config(), settings.epochs, n_batches, batch_size, device, " (bf16)" if bf16 else "", threads,
+        settings.model_config(), epochs, n_batches, batch_size, device, " (bf16)" if bf16 else "", threads,
+        f" (train.epochs {settings.epochs} raised to reach train.min_steps {settings.min_steps})" if epochs > settings.epochs else "",
     )
     interval = max(settings.checkpoint_minutes, 0.0) * 60.0
     last_save = time.monotonic()
-    bar = tqdm(total=settings.epochs, initial=state["epoch"], desc=f"train {actor}".strip(), unit="epoch", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=epochs, initial=state["epoch"], desc=f"train {actor}".strip(), unit="epoch", file=sys.stderr, disable=not progress)
     model.train()
     with _StopSignals() as stop:
-        while state["epoch"] < settings.epochs:
+        while state["epoch"] < epochs:
             epoch = state["epoch"]
             if state["batch"] == 0:
                 state["perm"] = torch.randperm(n_train, generator=gen, device=device)
@@ -489,7 +499,7 @@ def train_vae(
                 x = _batch(train_u8, perm[b * batch_size : (b + 1) * batch_size], gen, settings.flip)
                 weight = kl_weight(settings.beta, settings.kl_warmup_epochs, epoch, b, n_batches)
                 for group in optimiser.param_groups:
-                    group["lr"] = settings.lr_at(epoch, b, n_batches)
+                    group["lr"] = settings.lr_at(epoch, b, n_batches, epochs)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits, mu, logvar = step_model(x, gen)
                     rec = loss_fn(logits, x)  # float32 (pixel losses upcast; a DFC net runs in bf16)
@@ -534,8 +544,8 @@ def train_vae(
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.1f}", heldout_mse=f"{held_mse:.4f}", img_s=f"{row['images_per_s']:.0f}")
             log.info("epoch %d/%d: loss %.2f recon %.2f kl %.2f held-out MSE %.5f (mean face %.5f), %.0f images/s",
-                     epoch + 1, settings.epochs, row["loss"], row["recon"], row["kl"], held_mse, baseline, row["images_per_s"])
-            if stop.signum is not None or (time.monotonic() - last_save >= interval and state["epoch"] < settings.epochs):
+                     epoch + 1, epochs, row["loss"], row["recon"], row["kl"], held_mse, baseline, row["images_per_s"])
+            if stop.signum is not None or (time.monotonic() - last_save >= interval and state["epoch"] < epochs):
                 save_checkpoint()
                 last_save = time.monotonic()
                 if stop.signum is not None:
@@ -549,6 +559,7 @@ def train_vae(
         "faces_sha256": hashlib.sha256(np.ascontiguousarray(faces.data).tobytes()).hexdigest(),
         "settings": settings.to_dict(),
         "seed": settings.seed,
+        "epochs": epochs,
         "n_faces": len(faces),
         "n_train": int(n_train),
         "n_heldout": int(len(held_rows)),
