@@ -50,9 +50,11 @@ def config(drive: str) -> dict:
         drivers[f"{a}rest"] = {"videos": {"rest": {"path": str(videos / clip), "start": float(cut)}}}
     pairs = []
     for a in ACTORS:
-        if drive != "encoder":  # the encoder's cross rows: tpsmm only (its other cross pairs: see README)
+        if drive == "auto":  # the default: every pair
             pairs += [{"actor": a, "driver": f"{b}full"} for b in ACTORS if b != a]
-        pairs += [{"actor": a, "driver": "tpsmm"}, {"actor": a, "driver": f"{a}rest"}]
+        if drive != "retarget":  # retarget alone: the self rows (auto's cross rows are retargeted)
+            pairs += [{"actor": a, "driver": "tpsmm"}]
+        pairs += [{"actor": a, "driver": f"{a}rest"}]
     render = {"drive": drive}
     if drive == "encoder":  # identity of the encoder's renders is a side column: fewer descriptors
         render["score"] = {"identity_every": 10}
@@ -86,7 +88,8 @@ def collect(workdir: Path, drive: str) -> pd.DataFrame:
         mm, me, dm, de = (t.loc[k] for k in (("mesh", "mouth_open"), ("mesh", "eye_open"), ("dlib", "mouth_open"), ("dlib", "eye_open")))
         rows.append({
             "actor": a, "driver": d.removesuffix("full").removesuffix("rest") + (" (own, held out)" if d.endswith("rest") else ""),
-            "kind": "self" if d.endswith("rest") else "cross", "drive": drive, "frames": int(mm.kept_frames),
+            "kind": "self" if d.endswith("rest") else "cross", "drive": drive, "method": str(mm.drive),
+            "frames": int(mm.kept_frames),
             "scored": float(min(mm.scored_share, me.scored_share)),
             "mesh_mouth": mm.pearson, "mesh_eye": me.pearson, "dlib_mouth": dm.pearson, "dlib_eye": de.pearson,
             "identity_kept": mm.identity_kept, "base_mesh_mouth": mm.baseline_pearson, "base_mesh_eye": me.baseline_pearson,
@@ -133,7 +136,7 @@ def contact_sheets(work_default: Path, work_encoder: Path, out_dir: Path) -> lis
 
 
 def markdown(table: pd.DataFrame, seconds: float) -> str:
-    default, encoder = table[table.drive == "retarget"], table[table.drive == "encoder"]
+    default, encoder, retarget = (table[table.drive == d] for d in ("auto", "encoder", "retarget"))
     cross, self_ = default[default.kind == "cross"], default[default.kind == "self"]
     enc_self = encoder[encoder.kind == "self"]
     measured = {
@@ -148,15 +151,18 @@ def markdown(table: pd.DataFrame, seconds: float) -> str:
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads 2, no GPU. "
         f"Whole run (tracking, training, fitting, rendering and scoring both drives): {seconds / 60:.1f} min.",
-        "Actors trained on the first 25 / 11 / 9 / 9 s of lp_d6 / lp_d10 / lp_d3 / lp_d13 (default training, 50 epochs); "
+        "Actors trained on the first 25 / 11 / 9 / 9 s of lp_d6 / lp_d10 / lp_d3 / lp_d13 (default training: 50 epochs, "
+        "raised to reach train.min_steps 1500 optimiser steps); "
         "cross drivers are the other actors' whole clips and tpsmm_driving.mp4; self rows are the held-out rest of the "
         "actor's own clip. r = Pearson of the driver's and the rendered actor's opening ratio over the kept frames; "
         "mesh = MediaPipe face mesh on the driver's 64-px crop and on the render (plays no part in driving); dlib = the "
         "track's landmarks vs dlib re-measured on the render. base = retrieval baseline (the actor's nearest training "
         "face by eye and mouth landmarks). jitter = frame-to-frame change of the rendered mesh mouth series over the "
-        "driver's. scored = the smaller of the two mesh measures' scored share of kept frames.",
+        "driver's. scored = the smaller of the two mesh measures' scored share of kept frames. method = what "
+        "render.drive auto chose for the pair (encoder when the driver's mean face descriptor is within 0.35 of the "
+        "actor's, else retarget).",
         "",
-        "## Targets (default drive: retarget)",
+        "## Targets (default drive: auto)",
         "",
         "| target | bar | measured | met |",
         "|---|---|---|---|",
@@ -170,19 +176,26 @@ def markdown(table: pd.DataFrame, seconds: float) -> str:
     ok = (mine >= theirs).all()
     lines.append(f"| self mesh mouth r not below the plain encoder's | every actor | "
                  f"{', '.join(f'{a} {mine[a]:.2f} vs {theirs[a]:.2f}' for a in mine.index)} | {'yes' if ok else 'no'} |")
-    cols = ["actor", "driver", "frames", "scored", "mesh_mouth", "mesh_eye", "dlib_mouth", "dlib_eye", "identity_kept",
+    auto_ok = (cross.method == "retarget").all() and (self_.method == "encoder").all()
+    lines.append(f"| auto: every stranger retargeted, every own clip encoded | 20 of 20 | "
+                 f"{int((cross.method == 'retarget').sum() + (self_.method == 'encoder').sum())} of {len(default)} | "
+                 f"{'yes' if auto_ok else 'no'} |")
+    cols = ["actor", "driver", "method", "frames", "scored", "mesh_mouth", "mesh_eye", "dlib_mouth", "dlib_eye", "identity_kept",
             "base_mesh_mouth", "base_mesh_eye", "base_dlib_mouth", "jitter", "base_jitter", "circular_p95", "seconds"]
-    for drive, part in (("retarget (default)", default), ("encoder (the 2017 blog's plain encoding)", encoder)):
+    for drive, part in (("auto (default)", default), ("retarget (landmark retargeting alone; self rows)", retarget),
+                        ("encoder (the 2017 blog's plain encoding; tpsmm and self rows)", encoder)):
         lines += ["", f"## render.drive: {drive}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for kind in ("cross", "self"):
             rows = part[part.kind == kind]
             for r in rows.itertuples():
                 cells = [f"{getattr(r, c):.2f}" if isinstance(getattr(r, c), float) else str(getattr(r, c)) for c in cols]
                 lines.append("| " + " | ".join(cells) + " |")
-            med = ["**median**", f"**{kind}**"] + [f"**{rows[c].median():.2f}**" for c in cols[2:]]
+            if rows.empty:
+                continue
+            med = ["**median**", f"**{kind}**", ""] + [f"**{rows[c].median():.2f}**" for c in cols[3:]]
             lines.append("| " + " | ".join(med) + " |")
     lines += ["", "Contact sheets: bench/results/transfer/{actor}.png -- per cross driver three frames; rows: driver crop, "
-              "default (retarget), plain encoder, retrieval baseline."]
+              "default (auto: retarget for these strangers), plain encoder, retrieval baseline."]
     return "\n".join(lines) + "\n"
 
 
@@ -191,20 +204,21 @@ def main() -> None:
         sys.exit(f"bench_transfer: {MEDIA}/videos not found (set FACEVAE_MEDIA)")
     root = Path(os.environ.get("BENCH_TRANSFER_WORKDIR") or tempfile.mkdtemp(prefix="bench_transfer."))
     t0 = time.perf_counter()
-    run(root / "retarget", "retarget")
-    # The encoder run shares the faces and models: link the earlier stages' folders in.
-    enc = root / "encoder"
-    (enc / "results").mkdir(parents=True, exist_ok=True)
-    for stage in ("videos", "tracks", "faces", "models", "checkpoints"):
-        link = enc / "results" / stage
-        if not link.exists():
-            link.symlink_to(root / "retarget" / "results" / stage)
-    run(enc, "encoder")
+    run(root / "auto", "auto")
+    # The other drives share the faces and models: link the earlier stages' folders in.
+    for drive in ("retarget", "encoder"):
+        work = root / drive
+        (work / "results").mkdir(parents=True, exist_ok=True)
+        for stage in ("videos", "tracks", "faces", "models", "checkpoints"):
+            link = work / "results" / stage
+            if not link.exists():
+                link.symlink_to(root / "auto" / "results" / stage)
+        run(work, drive)
     seconds = time.perf_counter() - t0
-    table = pd.concat([collect(root / "retarget", "retarget"), collect(enc, "encoder")], ignore_index=True)
+    table = pd.concat([collect(root / d, d) for d in ("auto", "retarget", "encoder")], ignore_index=True)
     out = REPO / "bench" / "results"
     table.to_csv(out / "transfer.tsv", sep="\t", index=False, float_format="%.4f")
-    contact_sheets(root / "retarget", enc, out / "transfer")
+    contact_sheets(root / "auto", root / "encoder", out / "transfer")
     (out / "transfer.md").write_text(markdown(table, seconds))
     print((out / "transfer.md").read_text())
 

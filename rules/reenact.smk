@@ -37,6 +37,9 @@ rule reenact:
     """Drive the actor with the driver's track (render.drive), decode, compose, mux audio, score."""
     input:
         track="results/tracks/{driver}/{video}.h5",
+        # The driver's faces report: its rule stops with "no usable face" (and the counts by
+        # reason) when no frame of the driver's videos is usable, before anything is rendered.
+        driver_faces="results/faces/{driver}/counts.json",
         video="results/videos/{driver}/{video}.mp4",
         meta="results/videos/{driver}/{video}.json",
         model="results/models/{actor}/model.pt",

@@ -15,7 +15,7 @@ from facevae.compose import Layout, Paster, resize_face
 from facevae.faces.io import DriverTrack, read_track
 from facevae.render import RenderConfig, render_reenactment
 from facevae.video import VideoError, VideoWriter, ffmpeg_exe, probe, read_frames
-from render_support import render_kit
+from render_support import make_track, render_kit
 
 pytestmark = pytest.mark.media
 
@@ -181,8 +181,7 @@ def test_retarget_drive_renders_the_maps_codes(kit, tmp_path):
     """Default driving: the actor panel is decode(map(landmarks relative to the driver's neutral))."""
     from facevae.driving import load_retarget, retarget_track
 
-    cfg = RenderConfig(panel_size=96, retarget={"neutral": [0.0, 1.0]})
-    assert cfg.drive == "retarget"
+    cfg = RenderConfig(panel_size=96, drive="retarget", retarget={"neutral": [0.0, 1.0]})
     outputs = {"video": str(tmp_path / "r.mp4")}
     render_reenactment(kit["track"], kit["clip"], kit["model"], outputs, cfg, "actor", "driver", "clip",
                        meta_path=kit["meta"], retarget_path=kit["retarget"], score=False, progress=False)
@@ -206,12 +205,39 @@ def test_retarget_drive_renders_the_maps_codes(kit, tmp_path):
     # A calibration window with no face in it names the key.
     with pytest.raises(FacevaeError, match="render.retarget.neutral"):
         render_reenactment(kit["track"], kit["clip"], kit["model"], {"video": str(tmp_path / "none.mp4")},
-                           RenderConfig(retarget={"neutral": [50, 60]}), "actor", "driver", "clip",
+                           RenderConfig(drive="retarget", retarget={"neutral": [50, 60]}), "actor", "driver", "clip",
                            retarget_path=kit["retarget"], score=False, progress=False)
 
 
+def test_auto_drive_encodes_the_actors_own_face(kit, tmp_path):
+    """render.drive auto (the default): the kit's driver is the actor's own clip, so its faces'
+    mean descriptor sits within same_person_distance of the actor's and the encoder drives (a
+    stranger is retargeted: tests/test_render_pipeline.py, tpsmm driving d6)."""
+    from facevae.driving import encode_track, resolve_drive
+
+    assert RenderConfig().drive == "auto"
+    assert resolve_drive("auto", 0.2, 0.35) == "encoder" and resolve_drive("auto", 0.5, 0.35) == "retarget"
+    assert resolve_drive("retarget", 0.0, 0.35) == "retarget" and resolve_drive("auto", None, 0.35) == "retarget"
+    outputs = {"video": str(tmp_path / "auto.mp4")}
+    summary = render_reenactment(kit["track"], kit["clip"], kit["model"], outputs, RenderConfig(panel_size=96), "actor",
+                                 "driver", "clip", meta_path=kit["meta"], faces_path=kit["faces"],
+                                 retarget_path=kit["retarget"], score=False, progress=False)
+    drive = summary["drive"]
+    assert drive["method"] == "encoder" and drive["identity_distance"] < 0.35, drive
+    with DriverTrack(kit["track"]) as track:
+        z = encode_track(modelio.Codec(modelio.load_model(kit["model"])), track)
+        kept = np.flatnonzero(track.kept)
+    faces = modelio.decode(modelio.load_model(kit["model"]), z[kept[[0, 30, -1]]])
+    frames = list(read_frames(outputs["video"]))
+    lay = Layout.for_reenactment(RenderConfig(panel_size=96), "actor", "driver", "clip")
+    for face, i in zip(faces, kept[[0, 30, -1]]):
+        mean, p99 = _diff(lay.crop(frames[i], "actor"), resize_face(face, 96))
+        assert mean < COMPRESSION_MEAN and p99 < COMPRESSION_P99, (int(i), mean, p99)
+
+
 def test_grid_and_paste_back(kit, tmp_path):
-    cfg = RenderConfig(layout="grid", panel_size=96, paste_back=True, missing="blank", smooth=3, border_color=(40, 40, 40))
+    cfg = RenderConfig(layout="grid", panel_size=96, paste_back=True, missing="blank", smooth=3, border_color=(40, 40, 40),
+                       drive="retarget")
     outputs = {"video": str(tmp_path / "g.mp4"), "paste": str(tmp_path / "g.paste.mp4")}
     render_reenactment(kit["track"], kit["clip"], kit["model"], outputs, cfg, "actor", "driver", "clip",
                        meta_path=kit["meta"], retarget_path=kit["retarget"], score=False, progress=False)
@@ -248,6 +274,19 @@ def test_missing_track_is_one_clear_error(kit, tmp_path):
         render_reenactment(tmp_path / "nothing.h5", kit["clip"], kit["model"], {"video": str(tmp_path / "x.mp4")},
                            RenderConfig(), "a", "d", "v", progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def test_track_without_a_kept_face_is_an_error_not_a_blank_video(kit, tmp_path):
+    """A driver video with no usable face stops with the counts by reason and writes nothing
+    (it used to render a blank "reenactment" and an empty score table)."""
+    track = make_track(kit["clip"], tmp_path / "noface.h5", count=12, drop=set(range(12)))
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs = {"video": str(out / "v.mp4"), "score": str(out / "v.tsv"), "sheet": str(out / "v.sheet.png")}
+    with pytest.raises(FacevaeError, match=r"driver 'd': no usable face in its video v: 12 frames, rejected by reason \{\"no face\": 12\}"):
+        render_reenactment(track, kit["clip"], kit["model"], outputs, RenderConfig(), "a", "d", "v",
+                           faces_path=kit["faces"], retarget_path=kit["retarget"], progress=False)
+    assert not list(out.iterdir())
 
 
 def test_output_metadata_names_the_render(side_by_side):

@@ -50,7 +50,8 @@ def test_tpsmm_drives_d6_frame_for_frame_with_audio(run, tmp_path):
     # The actor panel is what the model says: decode(the retargeting map's z of the driver's
     # landmarks, relative to the driver's median face), resized to the panel.
     cfg = RenderConfig.from_config(config["render"])
-    assert cfg.drive == "retarget"  # the default
+    assert cfg.drive == "auto"  # the default: a stranger (tpsmm) is retargeted
+    assert set(pd.read_csv(wd / "results/reenact/d6/tpsmm/driving.tsv", sep="\t")["drive"]) == {"retarget"}
     layout = Layout.for_reenactment(cfg, "d6", "tpsmm", "driving")
     frames = list(read_frames(out))
     assert frames[0].shape == (layout.height, layout.width, 3)
@@ -124,6 +125,8 @@ def test_self_reenactment_follows_the_mouth(run):
     # by the independent instrument (MediaPipe's face mesh on the driver's crop and the render).
     assert mouth.pearson >= 0.5, table
     assert score.loc[("mesh", "mouth_open")].pearson >= 0.5, table
+    # render.drive auto recognised the actor in its own held-out footage: the encoder drove.
+    assert set(score["drive"]) == {"encoder"}, table
 
 
 # Measured on this pipeline's config (d6 trained on 277 faces of its first 25 s, driven by
@@ -149,6 +152,34 @@ def test_a_stranger_drives_the_actor(run):
     # Identity: the renders are nearer d6's mean descriptor than tpsmm's, and within 0.6 of d6's.
     assert mouth.identity_kept >= 0.9, table
     assert mouth.actor_distance < mouth.driver_distance, table
+
+
+def test_a_driver_without_a_usable_face_stops_before_rendering(pipeline, media, tmp_path):
+    """A driver whose video holds no human face (a dog) gets faces_driver's "no usable face"
+    error and no reenactment files -- not a blank video and an empty score table -- and the
+    actor's built model is not touched (a copy of the session's pipeline run)."""
+    import shutil
+    import subprocess
+
+    from conftest import run_snakemake
+    from facevae.video import ffmpeg_exe
+
+    work = tmp_path / "run"
+    shutil.copytree(pipeline["workdir"], work, symlinks=True)
+    clip = tmp_path / "dog.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-loop", "1", "-framerate", "10", "-t", "2", "-i",
+                    str(media("images/liveportrait_s33.jpg")), "-vf", "scale=320:-2", "-pix_fmt", "yuv420p",
+                    "-c:v", "libx264", str(clip)], check=True)
+    config = copy.deepcopy(pipeline["config"])
+    config["drivers"]["dog"] = {"videos": {"walk": {"path": str(clip)}}}
+    config["reenact"] = [*config["reenact"], {"actor": "d6", "driver": "dog"}]
+    model = work / "results/models/d6/model.pt"
+    before = model.stat().st_mtime_ns
+    result = run_snakemake(work, config, "results/reenact/d6/dog/walk.mp4", timeout=600, check=False)
+    assert result.returncode != 0
+    assert "driver 'dog': no usable face in its video(s) walk: 20 frames" in result.output, result.output[-3000:]
+    assert not (work / "results/reenact/d6/dog").exists() or not list((work / "results/reenact/d6/dog").iterdir())
+    assert model.stat().st_mtime_ns == before
 
 
 def test_explore_outputs(run):

@@ -112,7 +112,7 @@ def test_blog_preset_is_a_valid_config_layer():
     config = validate(deep_merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), preset))
     train = config["train"]
     assert (train["model"], train["latent_dim"], train["recon_loss"], train["batch_size"]) == ("blog", 100, "bce", 128)
-    assert (train["lr"], train["adam_eps"], train["epochs"], train["flip"]) == (0.01, 1.0, 100, False)
+    assert (train["lr"], train["adam_eps"], train["epochs"], train["min_steps"], train["flip"]) == (0.01, 1.0, 100, 0, False)
     assert config["faces"]["size"] == 64 and config["render"]["layout"] == "side_by_side"
 
 
@@ -164,13 +164,15 @@ def test_render_and_retarget_defaults_are_the_schemas():
 
     # The retarget section stays a dict (its fit keys go to RetargetSettings, checked below).
     assert dataclasses.replace(RenderConfig.from_config(section), retarget={}) == RenderConfig()
-    assert section["drive"] == "retarget" and section["retarget"]["neutral"] == "video"
+    assert section["drive"] == "auto" and section["same_person_distance"] == 0.35
+    assert section["retarget"]["neutral"] == "video"
     assert RetargetSettings.from_config(section["retarget"]) == RetargetSettings()
     assert section["retarget"]["gain"] == 1.0
 
 
 @pytest.mark.parametrize("render, key", [
     ({"drive": "mirror"}, "render.drive"),
+    ({"same_person_distance": 0}, "render.same_person_distance"),
     ({"retarget": {"neutral": "first"}}, "render.retarget.neutral"),
     ({"retarget": {"neutral": [0, 3, 4]}}, "render.retarget.neutral"),
     ({"retarget": {"gain": 0}}, "render.retarget.gain"),

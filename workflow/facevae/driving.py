@@ -1,8 +1,11 @@
 """Driving: how each frame of a driver's face becomes a point z in the actor's latent space.
 
-Two methods (``render.drive``):
+Two methods, and the default choosing between them (``render.drive``):
 
-- ``retarget`` (default) -- expression retargeting through landmarks. Per actor a continuous map
+- ``auto`` (default) -- ``encoder`` when the driver is the actor (their mean 128-d face descriptors
+  within ``render.same_person_distance``: :func:`same_person_distance`), ``retarget`` otherwise.
+  Each is the better one in its case (README, "How driving works").
+- ``retarget`` -- expression retargeting through landmarks. Per actor a continuous map
   is fitted from the actor's own pose-normalised landmarks to the actor's latent means (ridge
   regression, :func:`fit_retarget`). A driver frame's landmarks are taken relative to the driver's
   own neutral shape (the median shape of the video, or of a calibration window), that change is
@@ -35,7 +38,7 @@ from facevae import FacevaeError
 from facevae.expression import LEFT_EYE, RIGHT_EYE
 from facevae.modelio import atomic_torch_save, read_blob
 
-DRIVES = ("retarget", "encoder")
+DRIVES = ("auto", "retarget", "encoder")
 MAPS = ("kernel", "linear")
 FEATURES = ("local", "face")
 RETARGET_FORMAT = "facevae-retarget"
@@ -283,6 +286,28 @@ def neutral_window(value) -> tuple | None:
     return (float(start or 0.0), None if end is None else float(end))
 
 
+def same_person_distance(actor_faces: np.ndarray, driver_faces: np.ndarray, align_cfg, upscale: int = 4,
+                         most: int = 60) -> float:
+    """Distance between the mean dlib descriptors of up to ``most`` evenly spread actor faces and
+    driver faces (aligned 64 px, enlarged ``upscale`` times alike). Measured on the four lp clips:
+    a held-out part of the same person's clip 0.09-0.24, two different people 0.46-0.81."""
+    from facevae.instruments import face_descriptors
+
+    if len(actor_faces) == 0 or len(driver_faces) == 0:
+        return float("inf")
+    a = face_descriptors(actor_faces[evenly_spread(len(actor_faces), most)], align_cfg, upscale)
+    d = face_descriptors(driver_faces[evenly_spread(len(driver_faces), most)], align_cfg, upscale)
+    return float(np.linalg.norm(a.mean(axis=0) - d.mean(axis=0)))
+
+
+def resolve_drive(drive: str, distance: float | None, threshold: float) -> str:
+    """The method ``drive`` stands for: itself, or for ``auto`` the encoder when the driver's
+    :func:`same_person_distance` is at most ``threshold`` (the driver is the actor), else retarget."""
+    if drive != "auto":
+        return drive
+    return "encoder" if distance is not None and distance <= threshold else "retarget"
+
+
 def encode_track(codec, track, chunk: int = 512) -> np.ndarray:
     """Posterior means of every kept frame's crop; (N, D) float32 with NaN rows for other frames."""
     z = np.full((track.n, codec.latent_dim), np.nan, np.float32)
@@ -315,6 +340,45 @@ def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float
     rows = np.flatnonzero(kept)
     for i in range(0, len(rows), chunk):
         z[rows[i : i + chunk]] = module.drive(landmarks[i : i + chunk], driver_neutral)
+    return z, info
+
+
+def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict | None = None, actor_faces=None,
+                same_person: float = 0.35, upscale: int = 4) -> tuple[np.ndarray, dict]:
+    """The actor's z for every kept frame of ``track`` (NaN rows elsewhere) by ``render.drive``.
+
+    ``retarget_path``: the actor's map (needed when the method is retarget); ``retarget_cfg``: the
+    ``render.retarget`` section; ``actor_faces``: the actor's training faces (auto compares the
+    driver's with them). Returns z and what was done: ``method`` (encoder or retarget), for auto
+    ``identity_distance``, for retarget its neutral / gain / map settings."""
+    import logging
+
+    from facevae import FACE_SIZE
+
+    retarget_cfg = retarget_cfg or {}
+    info: dict = {"drive": drive}
+    if drive == "auto":
+        if actor_faces is None:
+            raise FacevaeError("render.drive auto needs the actor's training faces (results/faces/{actor}.h5)")
+        rows = np.flatnonzero(track.kept)
+        crops = np.concatenate([track.read_crops(i, i + 1) for i in rows[evenly_spread(len(rows), 60)]]) if len(rows) else \
+            np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
+        distance = same_person_distance(actor_faces, crops, track.align_config(FACE_SIZE), upscale)
+        info.update(identity_distance=distance, same_person_distance=same_person)
+    method = resolve_drive(drive, info.get("identity_distance"), same_person)
+    info["method"] = method
+    if drive == "auto":
+        logging.getLogger(__name__).info("render.drive auto: the driver's faces are %.3f from the actor's (same person "
+                                         "at <= %.2f): %s", info["identity_distance"], same_person, method)
+    if method == "retarget":
+        if retarget_path is None:
+            raise FacevaeError("render.drive retarget needs the actor's retargeting map (rule fit_retarget)")
+        settings = RetargetSettings.from_config(retarget_cfg)  # checks the keys before any work
+        z, used = retarget_track(load_retarget(retarget_path), track, retarget_cfg.get("neutral", "video"),
+                                 retarget_cfg.get("gain", 1.0))
+        info["retarget"] = {**used, "map": dataclasses.asdict(settings)}
+    else:
+        z = encode_track(codec, track)
     return z, info
 
 

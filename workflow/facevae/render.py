@@ -34,7 +34,7 @@ import numpy as np
 from facevae import FacevaeError, __version__, modelio
 from facevae import video as vid
 from facevae.compose import INTERPOLATIONS, Layout, Paster, letterbox, match_color, parse_color, resize_face, write_sheet
-from facevae.driving import DRIVES, RetargetSettings, encode_track, load_retarget, retarget_track
+from facevae.driving import DRIVES, drive_track
 from facevae.faces.io import DriverTrack, read_faces
 from facevae.modelio import Codec, pick_device
 from facevae import FACE_SIZE
@@ -67,7 +67,8 @@ class RenderConfig:
     preset: str = "veryfast"
     edit: dict = dataclasses.field(default_factory=dict)
     device: str = "auto"
-    drive: str = "retarget"
+    drive: str = "auto"
+    same_person_distance: float = 0.35
     retarget: dict = dataclasses.field(default_factory=dict)
     score_upscale: int = 4
     score_permutations: int = 1000
@@ -208,8 +209,8 @@ def render_reenactment(
     ``score`` (expression-transfer TSV), ``series`` (per-frame TSV), ``plot`` (PNG of the series),
     ``sheet`` (PNG of a few composed frames). Returns a summary dict (frames, timings, scores).
     ``faces_path``: the actor's training faces (the score's identity reference and retrieval
-    baseline; needed when scoring). ``retarget_path``: the actor's map (rule fit_retarget; needed
-    for ``cfg.drive == "retarget"``).
+    baseline, and what ``render.drive auto`` compares the driver with; needed when scoring).
+    ``retarget_path``: the actor's map (rule fit_retarget; needed when the drive is retarget).
     """
     from tqdm import tqdm
 
@@ -226,18 +227,16 @@ def render_reenactment(
         if abs(n - info.frame_count) > 1:
             log.warning("%s has %d rows but %s has %d frames", track_path, n, video_path, info.frame_count)
         kept = track.kept.copy()
-        if not kept.any():
-            log.warning("%s: no kept face in any frame; every panel is blank", track_path)
+        if not kept.any():  # a blank "reenactment" is not a result (faces_driver checks whole people)
+            raise FacevaeError(f"driver '{driver}': no usable face in its video {video}: {n} frames, rejected by "
+                               f"reason {json.dumps(track.rejections())} (see faces.filters in the config, or the video)")
+        if score and faces_path is None:
+            raise FacevaeError("the reenactment score needs the actor's training faces (results/faces/{actor}.h5)")
+        actor_faces = read_faces(faces_path) if faces_path is not None else None
         t0 = time.perf_counter()
-        if cfg.drive == "retarget":
-            if retarget_path is None:
-                raise FacevaeError("render.drive retarget needs the actor's retargeting map (rule fit_retarget)")
-            retarget = RetargetSettings.from_config(cfg.retarget)  # checks the keys before any work
-            z, drive_info = retarget_track(load_retarget(retarget_path), track, cfg.retarget.get("neutral", "video"),
-                                           cfg.retarget.get("gain", 1.0))
-            drive_info["map"] = dataclasses.asdict(retarget)
-        else:
-            z, drive_info = encode_track(codec, track), {}
+        z, drive_info = drive_track(cfg.drive, codec, track, retarget_path, cfg.retarget,
+                                    None if actor_faces is None else actor_faces["data"], cfg.same_person_distance,
+                                    cfg.score_upscale)
         z = smooth_latents(z, kept, cfg.smooth)
         if cfg.edit:
             z = (z + edit_vector(attributes_path, cfg.edit, model.config.latent_dim)).astype(np.float32)
@@ -252,7 +251,7 @@ def render_reenactment(
                             interpolation=cfg.interpolation)
         description = json.dumps({"facevae": __version__, "actor": actor, "driver": driver, "video": video,
                                   "layout": cfg.layout, "smooth": cfg.smooth, "edit": cfg.edit, "missing": cfg.missing,
-                                  "drive": cfg.drive, **({"retarget": drive_info} if drive_info else {})}, default=str)
+                                  **drive_info}, default=str)
         audio = video_path if has_audio else None
         writer = VideoWriter(outputs["video"], layout.width, layout.height, fps, audio, cfg.crf, cfg.preset,
                              metadata={"comment": description})
@@ -264,9 +263,6 @@ def render_reenactment(
         align64 = track.align_config(FACE_SIZE)
         meter = baseline = None
         if score:
-            if faces_path is None:
-                raise FacevaeError("the reenactment score needs the actor's training faces (results/faces/{actor}.h5)")
-            actor_faces = read_faces(faces_path)
             if "landmarks" not in actor_faces:
                 raise FacevaeError(f"{faces_path} has no landmarks: the score's retrieval baseline needs faces made by the faces stage")
             meter = ScoreMeter(n, align64, cfg, actor_faces["data"])
@@ -353,10 +349,10 @@ def render_reenactment(
         summary = {
             "actor": actor, "driver": driver, "video": video, "frames": n, "kept": int(kept.sum()), "fps": fps,
             "audio": has_audio, "seconds": time.perf_counter() - t_start, "timings": timings.as_dict(),
-            "width": layout.width, "height": layout.height,
+            "width": layout.width, "height": layout.height, "drive": drive_info,
         }
         if meter is not None:
-            summary["scores"] = write_score_outputs(outputs, meter, track, actor, driver, video, cfg)
+            summary["scores"] = write_score_outputs(outputs, meter, track, actor, driver, video, cfg, drive_info["method"])
             meter.close()
         if outputs.get("sheet"):
             write_sheet(outputs["sheet"], sheet_frames)

@@ -52,7 +52,8 @@ RETARGET_FIT_KEYS = ("features", "map", "bandwidth", "l2", "max_centres", "folds
 
 
 def drives_by_retargeting(config: dict) -> bool:
-    return ((config.get("render") or {}).get("drive") or "retarget") == "retarget"
+    """render.drive retarget, or auto (which retargets every driver who is not the actor)."""
+    return ((config.get("render") or {}).get("drive") or "auto") in ("auto", "retarget")
 
 
 def retarget_fit_settings(config: dict) -> dict:
@@ -62,7 +63,7 @@ def retarget_fit_settings(config: dict) -> dict:
 
 
 def reenact_retarget(config: dict, actor: str) -> list[str]:
-    """The actor's retargeting map, an input only when ``render.drive`` is retarget."""
+    """The actor's retargeting map, an input when ``render.drive`` may retarget."""
     return [RETARGET_OUTPUTS["map"].format(actor=actor)] if drives_by_retargeting(config) else []
 
 

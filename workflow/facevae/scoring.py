@@ -187,13 +187,16 @@ class ScoreMeter:
         self.mesh.close()
 
 
-def write_score_outputs(outputs, meter: ScoreMeter, track, actor, driver, video, cfg) -> dict:
+def write_score_outputs(outputs, meter: ScoreMeter, track, actor, driver, video, cfg, method: str | None = None) -> dict:
     """The score TSV, per-frame series TSV and plot that ``outputs`` names; returns a summary
-    ``{instrument: {measure: {...}}, "identity_kept": ...}``. ``cfg`` is a RenderConfig."""
+    ``{instrument: {measure: {...}}, "identity_kept": ...}``. ``cfg`` is a RenderConfig; ``method``
+    the driving method used (``render.drive`` auto resolves to encoder or retarget per video)."""
     import pandas as pd
 
     table = meter.table(cfg.seed, cfg.score_permutations)
-    for column, value in (("drive", cfg.drive), ("video", video), ("driver", driver), ("actor", actor)):
+    method = method or cfg.drive
+    label = f"auto: {method}" if cfg.drive == "auto" else method
+    for column, value in (("drive", method), ("video", video), ("driver", driver), ("actor", actor)):
         table.insert(0, column, value)
     if outputs.get("score"):
         write_text(outputs["score"], table.to_csv(sep="\t", index=False, float_format="%.6g"))
@@ -201,7 +204,7 @@ def write_score_outputs(outputs, meter: ScoreMeter, track, actor, driver, video,
         series = pd.DataFrame({"frame": track.frame, "time": track.time, "kept": meter.kept.astype(int), **meter.series})
         write_text(outputs["series"], series.to_csv(sep="\t", index=False, float_format="%.6g"))
     if outputs.get("plot"):
-        plot_series(outputs["plot"], track.time, meter.series, table, f"{actor} driven by {driver} ({video}), drive: {cfg.drive}")
+        plot_series(outputs["plot"], track.time, meter.series, table, f"{actor} driven by {driver} ({video}), drive: {label}")
     summary: dict = {"identity_kept": float(table.identity_kept.iloc[0]) if len(table) else float("nan")}
     for row in table.to_dict("records"):
         summary.setdefault(row["instrument"], {})[row["measure"]] = {

@@ -294,6 +294,12 @@ class DriverTrack:
                 np.zeros((0, size, size, 3), np.uint8)
         return crops
 
+    def rejections(self) -> dict[str, int]:
+        """How many frames were not kept, by reason (the track's ``reason`` column)."""
+        reasons = self._h5["reason"][:].astype(str)
+        values, counts = np.unique(reasons[reasons != ""], return_counts=True)
+        return {str(r): int(c) for r, c in zip(values, counts)}
+
     def close(self):
         self._h5.close()
 
