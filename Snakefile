@@ -5,6 +5,9 @@
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/ingest.smk"
 include: "rules/faces.smk"
@@ -13,6 +16,7 @@ include: "rules/train.smk"
 include: "rules/attributes.smk"
 include: "rules/reenact.smk"
 include: "rules/explore.smk"
+include: "rules/report.smk"
 
 
 rule all:

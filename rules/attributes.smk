@@ -4,6 +4,7 @@
 from facevae.attributes import (
     attribute_targets,
     driver_face_files,
+    edit_caption,
     edit_outputs,
     edit_settings,
     vector_settings,
@@ -19,8 +20,18 @@ rule attributes_vectors:
         faces="results/faces/{actor}.h5",
     output:
         h5="results/attributes/{actor}.h5",
-        probe="results/attributes/{actor}/probe.tsv",
-        probe_png="results/attributes/{actor}/probe.png",
+        probe=in_report(
+            "results/attributes/{actor}/probe.tsv",
+            "attributes_probe",
+            "5. Attributes",
+            figure="probe.tsv",
+        ),
+        probe_png=in_report(
+            "results/attributes/{actor}/probe.png",
+            "attributes_probe",
+            "5. Attributes",
+            figure="probe.png",
+        ),
     log:
         "results/logs/attributes_vectors/{actor}.log",
     benchmark:
@@ -44,7 +55,15 @@ rule attributes_edits:
         faces="results/faces/{actor}.h5",
         drivers=lambda wc: sum(driver_face_files(config, wc.actor).values(), []),
     output:
-        edit_outputs(config),
+        [
+            in_report(
+                path,
+                edit_caption(path),
+                "5. Attributes",
+                figure=os.path.basename(path),
+            )
+            for path in edit_outputs(config)
+        ],
     log:
         "results/logs/attributes_edits/{actor}.log",
     benchmark:

@@ -41,3 +41,16 @@ def local_video_input(wildcards):
 
 # Every stage file (rules/<stage>.smk) appends the final outputs it builds; rule all asks for them.
 ALL_TARGETS = []
+
+
+def in_report(pattern, caption, category, subcategory="{actor}", **labels):
+    """``pattern`` marked for Snakemake's report: caption report/<caption>.rst, one category per
+    stage, one subcategory per actor (or person), ``labels`` naming the entry (wildcards allowed).
+    """
+    return report(
+        pattern,
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory=subcategory,
+        labels=labels or None,
+    )

@@ -9,7 +9,10 @@ rule explore:
         model="results/models/{actor}/model.pt",
         faces="results/faces/{actor}.h5",
     output:
-        **EXPLORE_OUTPUTS,
+        **{
+            name: in_report(path, f"explore_{name}", "4. Exploration", figure=name)
+            for name, path in EXPLORE_OUTPUTS.items()
+        },
     log:
         "results/logs/explore/{actor}.log",
     benchmark:

@@ -42,9 +42,27 @@ rule faces_actor:
     output:
         faces="results/faces/{person}.h5",
         table="results/faces/{person}/table.tsv",
-        kept="results/faces/{person}/kept.png",
-        rejected="results/faces/{person}/rejected.png",
-        counts="results/faces/{person}/counts.json",
+        kept=in_report(
+            "results/faces/{person}/kept.png",
+            "faces_kept",
+            "1. Faces",
+            "{person}",
+            figure="kept",
+        ),
+        rejected=in_report(
+            "results/faces/{person}/rejected.png",
+            "faces_rejected",
+            "1. Faces",
+            "{person}",
+            figure="rejected",
+        ),
+        counts=in_report(
+            "results/faces/{person}/counts.json",
+            "faces_counts",
+            "1. Faces",
+            "{person}",
+            figure="counts",
+        ),
     log:
         "results/logs/faces_actor/{person}.log",
     benchmark:
@@ -65,9 +83,27 @@ rule faces_driver:
         tracks=lambda wc: faces_tracks(config, wc.person),
     output:
         table="results/faces/{person}/table.tsv",
-        kept="results/faces/{person}/kept.png",
-        rejected="results/faces/{person}/rejected.png",
-        counts="results/faces/{person}/counts.json",
+        kept=in_report(
+            "results/faces/{person}/kept.png",
+            "faces_kept",
+            "1. Faces",
+            "{person}",
+            figure="kept",
+        ),
+        rejected=in_report(
+            "results/faces/{person}/rejected.png",
+            "faces_rejected",
+            "1. Faces",
+            "{person}",
+            figure="rejected",
+        ),
+        counts=in_report(
+            "results/faces/{person}/counts.json",
+            "faces_counts",
+            "1. Faces",
+            "{person}",
+            figure="counts",
+        ),
     log:
         "results/logs/faces_driver/{person}.log",
     benchmark:

@@ -10,6 +10,9 @@ from facevae.render_plan import (
     retarget_fit_settings,
 )
 
+# The reenact outputs a person looks at (the score file's short form is rule reenact_scores').
+REENACT_REPORTED = ("video", "paste", "plot", "sheet")
+
 
 rule fit_retarget:
     """Fit the actor's map from its own landmarks to its latent means (render.drive retarget)."""
@@ -47,7 +50,21 @@ rule reenact:
         retarget=lambda wc: reenact_retarget(config, wc.actor),
         attributes=lambda wc: reenact_attributes(config, wc.actor),
     output:
-        **reenact_outputs(config),
+        **{
+            name: (
+                in_report(
+                    path,
+                    f"reenact_{name}",
+                    "3. Reenactment",
+                    driver="{driver}",
+                    video="{video}",
+                    figure=name,
+                )
+                if name in REENACT_REPORTED
+                else path
+            )
+            for name, path in reenact_outputs(config).items()
+        },
     log:
         "results/logs/reenact/{actor}/{driver}/{video}.log",
     benchmark:

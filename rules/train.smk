@@ -43,9 +43,24 @@ rule train_vae:
     output:
         model="results/models/{actor}/model.pt",
         metrics="results/models/{actor}/metrics.tsv",
-        loss_plot="results/models/{actor}/loss.png",
-        reconstructions="results/models/{actor}/reconstructions.png",
-        samples="results/models/{actor}/samples.png",
+        loss_plot=in_report(
+            "results/models/{actor}/loss.png",
+            "train_loss",
+            "2. Training",
+            figure="loss",
+        ),
+        reconstructions=in_report(
+            "results/models/{actor}/reconstructions.png",
+            "train_reconstructions",
+            "2. Training",
+            figure="reconstructions",
+        ),
+        samples=in_report(
+            "results/models/{actor}/samples.png",
+            "train_samples",
+            "2. Training",
+            figure="samples",
+        ),
         split="results/models/{actor}/split.tsv",
     log:
         "results/logs/train_vae/{actor}.log",

@@ -101,7 +101,7 @@ def test_edit_vector(tmp_path):
 
 
 def test_blog_preset_is_a_valid_config_layer():
-    """presets/blog2017.yaml laid over config.yaml (as `--configfile presets/blog2017.yaml` does)."""
+    """presets/blog2017.yaml laid over config.yaml (as `--configfile config.yaml presets/blog2017.yaml` does)."""
     import yaml
 
     from conftest import DEFAULT_CONFIG, REPO, deep_merge

@@ -38,3 +38,30 @@ def test_every_rule_has_log_benchmark_and_conda():
     for smk, name, body in rules:
         for directive in ("log:", "benchmark:", "conda:"):
             assert re.search(rf"^\s+{directive}", body, flags=re.M), f"{smk}: rule {name} has no {directive}"
+
+
+def _dry_run(workdir: Path, *configfiles: Path) -> str:
+    """`snakemake -n` as a user types it in the repository (the default profile applies)."""
+    cmd = [BIN / "snakemake", "--directory", str(workdir), "--configfile", *map(str, configfiles), "-n"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_a_users_configfile_stands_alone(tmp_path):
+    """`--configfile my.yaml` as the README shows it: only my.yaml's people are scheduled, not the
+    demo config.yaml's three (whose downloads fail offline and train two extra actors online)."""
+    import yaml
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not read by a dry run")
+    mine = tmp_path / "my.yaml"
+    mine.write_text(yaml.safe_dump({"actors": {"mine": {"videos": {"clip": {"path": str(clip)}}}}}))
+    output = _dry_run(tmp_path / "work", mine)
+    people = set(re.findall(r"wildcards: (?:person|actor)=(\w+)", output))
+    assert people == {"mine"}, people
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert not any(f"results/videos/{name}/" in output for name in [*demo["actors"], *demo["drivers"]]), output
+    # A preset still lays over the user's config when both are named.
+    blog = _dry_run(tmp_path / "work", mine, REPO / "presets" / "blog2017.yaml")
+    assert set(re.findall(r"wildcards: (?:person|actor)=(\w+)", blog)) == {"mine"}

@@ -759,6 +759,12 @@ def edit_outputs(config: dict, actor: str = "{actor}") -> list[str]:
     return [f"results/attributes/{actor}/{name}" for name in names]
 
 
+def edit_caption(path: str) -> str:
+    """The report caption (report/<name>.rst) of an edit output: add_, orth_, pca_ grids or the mouth curve."""
+    name = os.path.basename(path)
+    return "attributes_" + ("mouth" if name.startswith("mouth") else name.split("_")[0])
+
+
 def attribute_targets(config: dict) -> list[str]:
     """The final outputs of the attribute stage (none without a ``celeba:`` section)."""
     if not config.get("celeba"):
