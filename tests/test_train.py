@@ -274,12 +274,54 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tiny_faces, tmp_path, cap
     assert not ckpt.exists()
 
 
-def test_too_few_faces_is_one_clear_error(tmp_path):
+def test_one_face_is_one_clear_error(tmp_path):
     path = tmp_path / "tiny.h5"
-    write_faces(path, np.zeros((6, 64, 64, 3), np.uint8), {})
-    with pytest.raises(FacevaeError, match="actor tiny: 6 faces are too few"):
+    write_faces(path, np.zeros((1, 64, 64, 3), np.uint8), {})
+    with pytest.raises(FacevaeError, match="actor tiny: 1 face.s. are too few to train .at least 2.: add footage, or loosen faces.filters"):
         train_vae(path, outputs_in(tmp_path), TrainSettings(), tmp_path / "ckpt.pt", actor="tiny", progress=False)
     assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.parametrize("n, seconds", [(18, 4.0), (16, 16 / 30)])
+def test_short_footage_shrinks_then_drops_the_held_out_split(n, seconds):
+    """A 4-s clip kept at ~4.5 faces/s (18 faces) or a 16-frame clip: the default split (2 blocks,
+    1-s gap) would leave almost nothing to train on; the plan shrinks it, or drops it, and says
+    which key to change."""
+    from facevae.train import MIN_TRAIN_FACES, plan_split
+
+    times = np.linspace(0, seconds, n, endpoint=False)
+    default = TrainSettings().holdout
+    assert (holdout_split(["v"] * n, times, **default) == "train").sum() < MIN_TRAIN_FACES  # the old dead end
+    labels, warning = plan_split(np.array(["v"] * n, object), times, default, "actor a")
+    assert (labels == "train").sum() >= MIN_TRAIN_FACES
+    assert "train.holdout" in warning and warning.startswith("actor a: ")
+
+
+def test_holdout_fraction_zero_trains_on_every_face():
+    from facevae.train import plan_split
+
+    settings = TrainSettings.from_config(validate(_config(holdout={"fraction": 0}))["train"])
+    labels, warning = plan_split(np.array(["v"] * 50, object), np.arange(50) / 10, settings.holdout, "actor a")
+    assert (labels == "train").all() and "train.holdout.fraction is 0" in warning
+    labels, warning = plan_split(np.array(["v"] * 200, object), np.arange(200) / 10, TrainSettings().holdout, "actor a")
+    assert (labels == "heldout").sum() == 20 and warning is None  # enough footage: the split as configured
+
+
+@pytest.mark.media
+def test_a_four_second_clip_trains(d6_faces, tmp_path, caplog):
+    """18 real faces spread over 4 s (what faces.fps gives a short clip) train with the default
+    split settings: a warning, a model, metrics and reconstructions -- not an error."""
+    found = load_faces(d6_faces)
+    pick = np.linspace(0, np.searchsorted(found.time, 4.0) - 1, 18).round().astype(int)
+    path = tmp_path / "short.h5"
+    write_faces(path, found.data[pick], {"aligner": "dlib"}, source=found.source[pick], frame=found.frame[pick],
+                time=found.time[pick])
+    settings = TrainSettings.from_config({"model": "blog", "latent_dim": 8, "epochs": 2, "min_steps": 0, "batch_size": 8})
+    with caplog.at_level(logging.WARNING, logger="facevae.train"):
+        info = train_vae(path, outputs_in(tmp_path), settings, tmp_path / "ckpt.pt", actor="short", progress=False)
+    assert "train.holdout" in caplog.text and info["split_warning"] in caplog.text
+    assert info["n_train"] >= 10 and (tmp_path / "model.pt").is_file()
+    assert len(pd.read_csv(tmp_path / "metrics.tsv", sep="\t")) == 2
 
 
 # --- resume: a real Snakemake run, SIGTERM, re-run -----------------------------------------------

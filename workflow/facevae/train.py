@@ -234,6 +234,37 @@ def holdout_split(source, times, fraction: float = 0.1, blocks: int = 2, gap_sec
     return labels
 
 
+MIN_TRAIN_FACES = 10  # below this many training faces the held-out split is shrunk, then dropped
+
+
+def plan_split(source, times, holdout: dict, who: str) -> tuple[np.ndarray, str | None]:
+    """:func:`holdout_split` with ``train.holdout``, made to fit small footage: when it would leave
+    fewer than MIN_TRAIN_FACES training faces, one block without a gap is tried, then no held-out
+    faces at all. Returns the labels and the warning to log (None when the split is as configured)."""
+    n = len(source)
+    if n < 2:
+        raise FacevaeError(f"{who}: {n} face(s) are too few to train (at least 2): add footage, or loosen faces.filters")
+    labels = holdout_split(source, times, **holdout)
+    n_train = int((labels == SPLIT_TRAIN).sum())
+    n_held = int((labels == SPLIT_HELDOUT).sum())
+    if n_held and n_train < MIN_TRAIN_FACES:
+        small = {**holdout, "blocks": 1, "gap_seconds": 0.0}
+        shrunk = holdout_split(source, times, **small)
+        if (shrunk == SPLIT_TRAIN).sum() >= MIN_TRAIN_FACES:
+            return shrunk, (f"{who}: train.holdout (blocks {holdout.get('blocks')}, gap_seconds {holdout.get('gap_seconds')}) "
+                            f"left {n_train} of {n} faces to train on; holding out one block without a gap instead "
+                            "(set train.holdout.fraction: 0 to train on every face)")
+        labels, n_held = np.full(n, SPLIT_TRAIN, dtype=object), 0
+        return labels, (f"{who}: {n} faces are too few for a held-out split (train.holdout would leave {n_train} to train "
+                        "on): training on all of them, with no held-out MSE (add footage for one)")
+    if not n_held:
+        why = ("train.holdout.fraction is 0" if float(holdout.get("fraction", 0)) <= 0
+               else "every video has fewer than 10 faces")
+        return labels, (f"{who}: no held-out faces ({why}): training on all {n}, with no held-out MSE; "
+                        "reconstructions.png shows training faces")
+    return labels, None
+
+
 def write_split(path: str | os.PathLike, faces: Faces, labels: np.ndarray) -> None:
     import pandas as pd
 
@@ -412,14 +443,12 @@ def train_vae(
         torch.set_num_threads(int(threads))
     threads = torch.get_num_threads()
     faces = load_faces(faces_path)
-    labels = holdout_split(faces.source, faces.time, **settings.holdout)
+    who = f"actor {actor}" if actor else str(faces_path)
+    labels, split_warning = plan_split(faces.source, faces.time, settings.holdout, who)
+    if split_warning:
+        log.warning("%s", split_warning)
     train_rows = np.flatnonzero(labels == SPLIT_TRAIN)
     held_rows = np.flatnonzero(labels == SPLIT_HELDOUT)
-    who = f"actor {actor}" if actor else str(faces_path)
-    if len(held_rows) == 0:
-        raise FacevaeError(f"{who}: {len(faces)} faces are too few to hold out a block of each video (need 10 per video)")
-    if len(train_rows) < 2:
-        raise FacevaeError(f"{who}: only {len(train_rows)} training faces remain after holding out {len(held_rows)}")
 
     device = pick_device(settings.device)
     bf16 = use_bf16(settings.precision, device)
@@ -451,7 +480,7 @@ def train_vae(
     batch_size = min(settings.batch_size, n_train)
     n_batches = n_train // batch_size
     epochs = settings.epochs_for(n_batches)
-    baseline = mean_face_mse(faces.data[train_rows], faces.data[held_rows])
+    baseline = mean_face_mse(faces.data[train_rows], faces.data[held_rows]) if len(held_rows) else float("nan")
 
     state = {"epoch": 0, "batch": 0, "perm": None, "sums": None, "epoch_seconds": 0.0, "history": [], "seconds": 0.0, "resumed": 0}
     ckpt = load_checkpoint(checkpoint, expected, device)
@@ -536,7 +565,7 @@ def train_vae(
                 "seconds": train_seconds,
                 "images_per_s": n_batches * batch_size / max(train_seconds, 1e-9),
             }
-            if not all(math.isfinite(row[k]) for k in ("loss", "heldout_mse")):
+            if not math.isfinite(row["loss"]) or (len(held_rows) and not math.isfinite(held_mse)):
                 raise FacevaeError(f"{who}: training diverged at epoch {epoch + 1} (loss {row['loss']}); try a lower train.lr")
             state["history"].append(row)
             state["seconds"] += train_seconds
@@ -563,6 +592,7 @@ def train_vae(
         "n_faces": len(faces),
         "n_train": int(n_train),
         "n_heldout": int(len(held_rows)),
+        "split_warning": split_warning,
         "n_gap": int((labels == SPLIT_GAP).sum()),
         "heldout_mse": state["history"][-1]["heldout_mse"] if state["history"] else float("nan"),
         "meanface_mse": baseline,
@@ -594,6 +624,8 @@ def write_outputs(outputs: dict, model, faces: Faces, labels: np.ndarray, histor
     plot_losses(outputs["loss_plot"], table, info["meanface_mse"])
 
     held = faces.data[labels == SPLIT_HELDOUT]
+    if not len(held):  # no held-out split (small footage): show training faces, as the log says
+        held = faces.data[labels == SPLIT_TRAIN]
     pick = held[np.linspace(0, len(held) - 1, min(16, len(held))).round().astype(int)]
     recon = reconstruct(model, pick)
     rows = []
