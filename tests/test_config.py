@@ -56,6 +56,13 @@ def test_valid_config_entry_in_seconds():
         (lambda c: c["actors"]["trump"]["videos"]["rally"].update(url=None, path="/no/such/file.mp4") or c["actors"]["trump"]["videos"]["rally"].pop("url"),
          "actors.trump.videos.rally.path", "local file not found"),
         (lambda c: c.pop("actors"), "actors", "missing required key"),
+        # issue 15: values that passed the schema and failed at run time, after Snakemake had
+        # removed the job's old outputs; and `actors:` left empty (was jsonschema's raw wording).
+        (lambda c: c.update(train={"lr": float("nan")}), "train.lr", "must be a finite number, not nan"),
+        (lambda c: c.update(train={"beta": float("inf")}), "train.beta", "must be a finite number, not inf"),
+        (lambda c: c.update(render={"retarget": {"gain": float("nan")}}), "render.retarget.gain", "finite number"),
+        (lambda c: c.update(actors=None), "actors", "no actors: add at least one actor"),
+        (lambda c: c.update(actors={}), "actors", "no actors: add at least one actor"),
     ],
 )
 def test_config_error_names_the_key(mutate, key, words):

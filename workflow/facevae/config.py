@@ -8,6 +8,7 @@ and why, in one line, before any job runs.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,9 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     schema = schema if schema is not None else load_schema()
     if not isinstance(config, dict) or not config:
         raise ConfigError("", "the config is empty: give --configfile or write config.yaml")
+    _check_finite(config, [])
+    if "actors" in config and not config["actors"]:  # `actors:` left empty: say it plainly
+        raise ConfigError("actors", "no actors: add at least one actor with videos")
     validator_cls = jsonschema.validators.validator_for(schema)
     errors = list(validator_cls(schema).iter_errors(config))
     if errors:
@@ -146,6 +150,19 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     _check_faces(config)
     _check_train(config)
     return config
+
+
+def _check_finite(node: Any, path: list) -> None:
+    """NaN and infinity pass every JSON-schema range check (each comparison is false), then fail at
+    run time -- after Snakemake has removed the job's old outputs. Stop them here."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(key_path(path), f"must be a finite number, not {node!r}")
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, path + [key])
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_finite(value, path + [index])
 
 
 def _check_people(config: dict) -> None:
