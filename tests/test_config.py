@@ -63,6 +63,9 @@ def test_valid_config_entry_in_seconds():
         (lambda c: c.update(render={"retarget": {"gain": float("nan")}}), "render.retarget.gain", "finite number"),
         (lambda c: c.update(actors=None), "actors", "no actors: add at least one actor"),
         (lambda c: c.update(actors={}), "actors", "no actors: add at least one actor"),
+        (lambda c: c["actors"]["trump"]["videos"]["rally"].pop("url") and c["actors"]["trump"]["videos"]["rally"].update(
+            path="/data/{take}/rally.mp4"), "actors.trump.videos.rally.path", "holds braces, which Snakemake reads as wildcards"),
+        (lambda c: c["actors"]["trump"].update(reference="/photos/{me}.png"), "actors.trump.reference", "holds braces"),
     ],
 )
 def test_config_error_names_the_key(mutate, key, words):

@@ -136,6 +136,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     if not isinstance(config, dict) or not config:
         raise ConfigError("", "the config is empty: give --configfile or write config.yaml")
     _check_finite(config, [])
+    _check_input_paths(config)
     if "actors" in config and not config["actors"]:  # `actors:` left empty: say it plainly
         raise ConfigError("actors", "no actors: add at least one actor with videos")
     validator_cls = jsonschema.validators.validator_for(schema)
@@ -163,6 +164,27 @@ def _check_finite(node: Any, path: list) -> None:
     elif isinstance(node, list):
         for index, value in enumerate(node):
             _check_finite(value, path + [index])
+
+
+def _check_input_paths(config: dict) -> None:
+    """Local files the rules take as inputs must not hold braces: Snakemake reads ``{...}`` in an
+    input path as a wildcard and stops with a WildcardError that names no config key."""
+    paths = []
+    for section in ("actors", "drivers"):
+        for person, entry in (config.get(section) or {}).items():
+            entry = entry if isinstance(entry, dict) else {}
+            for key in ("dataset", "reference"):
+                paths.append((f"{section}.{person}.{key}", entry.get(key)))
+            for name, video in (entry.get("videos") or {}).items():
+                paths.append((f"{section}.{person}.videos.{name}.path", (video or {}).get("path") if isinstance(video, dict) else None))
+    celeba = config.get("celeba") if isinstance(config.get("celeba"), dict) else {}
+    paths += [(f"celeba.{key}", celeba.get(key)) for key in ("images", "attributes", "identities")]
+    dfc = ((config.get("train") or {}).get("dfc") or {}) if isinstance(config.get("train"), dict) else {}
+    paths.append(("train.dfc.feature_net", dfc.get("feature_net") if isinstance(dfc, dict) else None))
+    for key, value in paths:
+        if isinstance(value, str) and ("{" in value or "}" in value):
+            raise ConfigError(key, f"the path {value} holds braces, which Snakemake reads as wildcards: rename the "
+                                   "file or folder, or point to it through a symlink without braces")
 
 
 def _check_people(config: dict) -> None:
