@@ -1,9 +1,11 @@
 """Atomic outputs: a failed write leaves the previous file (or none) and no temporary behind."""
 
+import os
+
 import numpy as np
 import pytest
 
-from facevae.atomic import atomic_path, save_figure, write_png, write_text
+from facevae.atomic import atomic_path, remove_stale_temps, save_figure, write_png, write_text
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -42,3 +44,20 @@ def test_png_and_figure_round_trip(tmp_path):
     path = save_figure(fig, tmp_path / "plot.png")
     assert cv2.imread(str(path)) is not None and not plt.get_fignums()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png", "red.png"]
+
+
+def test_a_killed_writers_temporary_is_removed_on_the_next_write(tmp_path):
+    """SIGKILL runs no cleanup: the next write of the same file removes the dead process's
+    temporary, and leaves a live process's alone."""
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f".out.txt.{gone.pid}.tmp"
+    dead.write_text("partial")
+    alive = tmp_path / f".out.txt.{os.getppid()}.tmp.png"
+    alive.write_text("another writer")
+    write_text(tmp_path / "out.txt", "done")
+    assert not dead.exists() and alive.exists()
+    assert (tmp_path / "out.txt").read_text() == "done"
+    assert remove_stale_temps(tmp_path / "out.txt") == []

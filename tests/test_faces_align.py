@@ -30,6 +30,18 @@ def test_dog_has_no_face(dlib_aligner, media):
     assert dlib_aligner.detect(rgb(media("images/liveportrait_s33.jpg"))) == []
 
 
+def test_a_reference_photo_of_several_people_is_one_clear_error(dlib_aligner, media):
+    """Six faces of similar size: picking the largest would reject every frame as "not this
+    person" without saying why; the error names the key and the photo."""
+    from facevae import FacevaeError
+    from facevae.faces.identity import reference_descriptor
+
+    photo = media("images/insightface_t1.jpg")
+    with pytest.raises(FacevaeError, match=r"actors\.a\.reference: the reference photo .*insightface_t1.jpg shows 6 faces"):
+        reference_descriptor(photo, dlib_aligner, key="actors.a.reference")
+    assert reference_descriptor(media("images/fr_lin-manuel-miranda.png"), dlib_aligner).shape == (128,)
+
+
 def test_group_photo_has_six_faces(dlib_aligner, media):
     faces = dlib_aligner.detect(rgb(media("images/insightface_t1.jpg")))
     assert len(faces) == 6

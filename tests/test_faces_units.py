@@ -171,8 +171,9 @@ def test_blog_dataset_from_path_and_url(tmp_path):
     try:
         got = fds.fetch_dataset(f"{base}/blog.h5", tmp_path / "b.h5", actor="b", size=64)
         assert got["count"] == 7 and fio.read_faces(tmp_path / "b.h5")["data"].shape == (7, 64, 64, 3)
-        with pytest.raises(FacevaeError, match=r"actors\.c\.dataset.*not a readable HDF5"):
+        with pytest.raises(FacevaeError, match=r"actors\.c\.dataset: http://.*/junk.h5 is not a readable HDF5") as err:
             fds.fetch_dataset(f"{base}/junk.h5", tmp_path / "c.h5", actor="c", size=64)
+        assert ".tmp" not in str(err.value)  # the user's URL, not the download's temporary name
         with pytest.raises(FacevaeError, match=r"actors\.d\.dataset: download .* failed"):
             fds.fetch_dataset(f"{base}/missing.h5", tmp_path / "d.h5", actor="d", size=64, retries=0)
         with pytest.raises(FacevaeError, match="faces.size is 128"):

@@ -27,6 +27,10 @@ pytestmark = pytest.mark.media
 
 
 @pytest.fixture(scope="module")
+def test_a_killed_runs_block_folder_is_removed(lp_d6):
+    assert not list(lp_d6.glob(".d6.*.blocks"))
+
+
 def results(pipeline):
     return pipeline["workdir"] / "results"
 
@@ -41,6 +45,9 @@ def lp_d6(media, tmp_path_factory):
     clip = media("videos/lp_d6.mp4")
     faces_cfg = validate({"actors": {"d6": {"videos": {"d6": {"path": str(clip)}}}}, "faces": {"aligner": "dlib", "fps": 10}})["faces"]
     out = tmp_path_factory.mktemp("lp_d6")
+    stale = out / ".d6.k1ll3d.blocks"  # what a SIGKILLed tracker leaves (its finally never ran)
+    stale.mkdir()
+    (stale / "w0-0.npz").write_bytes(b"partial")
     extract_track(clip, out / "d6.h5", person="d6", name="d6", role="actor", faces_cfg=faces_cfg, workers=2, progress=False)
     report = {k: out / f"{k}.{ext}" for k, ext in (("table", "tsv"), ("kept", "png"), ("rejected", "png"), ("counts", "json"))}
     assemble({"d6": out / "d6.h5"}, person="d6", role="actor", faces_cfg=faces_cfg, out_faces=out / "faces.h5",

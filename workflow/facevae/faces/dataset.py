@@ -260,7 +260,7 @@ def fetch_dataset(source: str, out: Path | str, *, actor: str, size: int, retrie
             if not Path(source).is_file():
                 raise FacevaeError(f"{key}: file not found: {source}")
             shutil.copyfile(source, tmp)
-        summary = fio.check_blog_dataset(tmp, what=f"{key} ({source})")
+        summary = fio.check_blog_dataset(tmp, what=key, shown=source)
         if summary["size"] != size:
             raise FacevaeError(f"{key}: {source} holds {summary['size']} px faces but faces.size is {size}")
         os.replace(tmp, out)

@@ -9,12 +9,15 @@ two faces with distance < 0.6 are the same person.
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from facevae import FacevaeError
+
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,8 +61,15 @@ def reference_descriptor(path: Path | str, aligner, key: str = "reference") -> n
             face.landmarks = (face.landmarks + 0.5) / 2 - 0.5
     if not faces:
         raise FacevaeError(f"{key}: no face found in the reference photo {path}")
-    face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-    return descriptor(rgb, face.box, face.landmarks)
+    area = lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])  # noqa: E731
+    faces = sorted(faces, key=area, reverse=True)
+    if len(faces) > 1 and area(faces[0]) < 2 * area(faces[1]):
+        # Which of them is the person? Guessing wrong would reject every frame as "not this person".
+        raise FacevaeError(f"{key}: the reference photo {path} shows {len(faces)} faces of similar size; "
+                           "crop it to the person (one face)")
+    if len(faces) > 1:
+        log.warning("%s: the reference photo %s shows %d faces; using the largest", key, path, len(faces))
+    return descriptor(rgb, faces[0].box, faces[0].landmarks)
 
 
 def dominant_centre(descriptors: np.ndarray, threshold: float) -> np.ndarray | None:

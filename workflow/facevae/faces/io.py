@@ -171,26 +171,29 @@ def check_faces_array(data: np.ndarray, where: str) -> None:
         raise FacevaeError(f"{where}: dataset 'data' is empty (no faces)")
 
 
-def check_blog_dataset(path: Path | str, what: str = "dataset") -> dict:
+def check_blog_dataset(path: Path | str, what: str = "dataset", shown: str | None = None) -> dict:
     """Check a blog-format HDF5 without loading it all: ``data`` uint8 (N,S,S,3), N > 0.
 
-    Returns a summary (count, size). ``what`` names the config key in errors."""
+    Returns a summary (count, size). ``what`` names the config key in errors, ``shown`` the file
+    as the user knows it (default ``path``; a download's temporary name means nothing to them)."""
     path = Path(path)
+    name = shown or str(path)
     try:
         with h5py.File(path, "r") as h5:
             if "data" not in h5 or not isinstance(h5["data"], h5py.Dataset):
-                raise FacevaeError(f"{what}: {path} has no dataset 'data' (datasets: {', '.join(h5.keys()) or 'none'})")
+                raise FacevaeError(f"{what}: {name} has no dataset 'data' (datasets: {', '.join(h5.keys()) or 'none'})")
             node = h5["data"]
             shape, dtype = node.shape, node.dtype
             if dtype != np.uint8:
-                raise FacevaeError(f"{what}: {path} dataset 'data' must be uint8, got {dtype}")
+                raise FacevaeError(f"{what}: {name} dataset 'data' must be uint8, got {dtype}")
             if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
-                raise FacevaeError(f"{what}: {path} dataset 'data' must be N x S x S x 3 (square RGB faces), got shape {shape}")
+                raise FacevaeError(f"{what}: {name} dataset 'data' must be N x S x S x 3 (square RGB faces), got shape {shape}")
             if shape[0] == 0:
-                raise FacevaeError(f"{what}: {path} dataset 'data' is empty (no faces)")
+                raise FacevaeError(f"{what}: {name} dataset 'data' is empty (no faces)")
             return {"count": int(shape[0]), "size": int(shape[1])}
     except OSError as err:
-        raise FacevaeError(f"{what}: {path} is not a readable HDF5 file: {err}") from None
+        reason = str(err).replace(str(path), name)
+        raise FacevaeError(f"{what}: {name} is not a readable HDF5 file: {reason}") from None
 
 
 class TrackWriter:

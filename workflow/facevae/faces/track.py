@@ -438,6 +438,9 @@ def extract_track(
     if reference:
         ref_desc = ident.reference_descriptor(reference, probe, key=f"{role}s.{person}.reference")
     excluded = parse_frame_list(exclude)
+    if out.parent.exists():  # a killed run's blocks (SIGKILL runs no cleanup); one job writes ``out`` at a time
+        for stale in out.parent.glob(f".{out.stem}.*.blocks"):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=".blocks", dir=out.parent if out.parent.exists() else None))
     try:
         results = run_workers(video, layout, kw, cfg, settings, workers, tmp, progress)
