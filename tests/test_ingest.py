@@ -158,3 +158,65 @@ def test_config_error_stops_before_any_job(tmp_path, config, message):
     assert result.returncode != 0
     assert message in result.output
     assert not (tmp_path / "results").exists()
+
+
+def _flash_and_click(video: "Path") -> tuple[float, float, float]:
+    """(time of the white flash frame = index / fps, time of the audio click, fps) of an mp4 read
+    the way every stage reads it: frame by frame at its frame rate."""
+    import subprocess
+
+    import numpy as np
+
+    from facevae.video import read_frames
+
+    fps = vid.probe(video).fps
+    brightness = [float(f.mean()) for f in read_frames(video)]
+    flash = int(np.argmax(brightness))
+    assert brightness[flash] > 200, "no flash frame"
+    pcm = subprocess.run([vid.ffmpeg_exe(), "-v", "error", "-i", str(video), "-map", "0:a:0", "-ac", "1", "-ar", "16000",
+                          "-f", "s16le", "-"], capture_output=True, check=True).stdout
+    samples = np.abs(np.frombuffer(pcm, np.int16).astype(np.float32))
+    assert samples.max() > 10000, "no click"
+    return flash / fps, float(np.argmax(samples) / 16000), fps
+
+
+def test_variable_frame_rate_driver_stays_in_sync(tmp_path):
+    """A variable-frame-rate clip (40 frames at 15 fps, then 30 fps) with a white flash frame and
+    an audio click at the same source time (3.33 s). Read frame by frame at its average rate
+    (22 fps) the flash came 0.67 s early; ingest resamples it to a constant rate, and a video
+    written from its frames with its audio, as the reenactment is, keeps the two within a frame."""
+    from facevae.video import VideoWriter, read_frames
+
+    clip = tmp_path / "vfr.mp4"
+    video = ("color=c=gray:s=160x120:r=30:d=4,drawbox=enable='eq(n,60)':color=white:t=fill,"
+             "setpts='if(lt(N,40),N*2,80+(N-40))/30/TB'")
+    audio = "aevalsrc='if(between(t,3.3333,3.3433),0.9,0)':s=16000:d=5.4"
+    subprocess_run([vid.ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio, "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", "-fps_mode", "vfr", "-c:a", "aac", "-shortest", str(clip)])
+    assert vid.constant_rate_for(vid.frame_times(clip)) == pytest.approx(30, abs=0.5)
+    flash, click, fps = _flash_and_click(clip)
+    assert abs(flash - click) > 0.5  # the source read frame by frame: out of sync (the old behaviour)
+
+    run_ingest(tmp_path / "run", {"drivers": {"vfr": {"videos": {"v": {"path": str(clip)}}}},
+                                  "actors": {"a": {"videos": {"a": {"path": str(clip)}}}}})
+    ingested = tmp_path / "run/results/videos/vfr/v.mp4"
+    meta = json.loads((tmp_path / "run/results/videos/vfr/v.json").read_text())
+    assert meta["variable_frame_rate"] is True and meta["fps"] == pytest.approx(30, abs=0.01) and "constant-rate" in meta["how"]
+    flash, click, fps = _flash_and_click(ingested)
+    assert abs(flash - click) <= 1 / fps, (flash, click)
+    rendered = tmp_path / "rendered.mp4"
+    with VideoWriter(rendered, 160, 120, meta["fps"], audio_from=ingested) as out:
+        for frame in read_frames(ingested):
+            out.write(frame)
+    flash, click, fps = _flash_and_click(rendered)
+    assert abs(flash - click) <= 1 / fps, (flash, click)
+
+
+def test_constant_rate_clip_is_not_resampled(tmp_path, media):
+    assert vid.constant_rate_for(vid.frame_times(media("videos/tpsmm_driving.mp4"))) is None
+
+
+def subprocess_run(cmd):
+    import subprocess
+
+    subprocess.run(cmd, check=True)

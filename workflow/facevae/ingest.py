@@ -48,6 +48,17 @@ def ingest(entry: dict, out_video: Path, out_meta: Path, download: dict | None =
         info = vid.probe(fetched)
         if info.frame_count == 0:
             raise IngestError(f"{describe(entry)}: {_source(entry)} has no video frames")
+        # Every later stage reads frame i as shown at i / fps: a variable-frame-rate source is
+        # resampled to a constant rate here, so frames stay at their times (and with the audio).
+        source_fps = info.fps
+        cfr = vid.constant_rate_for(vid.frame_times(fetched))
+        if cfr is not None:
+            resampled = work / "constant_rate.mp4"
+            vid.to_constant_rate(fetched, resampled, cfr, info.has_audio)
+            fetched, how = resampled, f"{how}+constant-rate"
+            info = vid.probe(fetched)
+            log.info("%s: variable frame rate (%.3g fps on average): resampled to a constant %s fps", describe(entry),
+                     source_fps, vid.fps_text(cfr))
         meta = {
             "person": entry["person"],
             "role": entry["role"],
@@ -57,6 +68,8 @@ def ingest(entry: dict, out_video: Path, out_meta: Path, download: dict | None =
             "sha256": vid.sha256(fetched),
             "size_bytes": fetched.stat().st_size,
             "how": how,
+            "variable_frame_rate": cfr is not None,
+            **({"source_fps": source_fps} if cfr is not None else {}),
             "tools": {"facevae": __version__, "ffmpeg": vid.ffmpeg_version(), **_ytdlp_version(entry)},
         }
         tmp_meta = work / "meta.json"

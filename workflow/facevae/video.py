@@ -167,6 +167,49 @@ def run_ffmpeg(args: list[str], what: str) -> None:
         raise VideoError(args[args.index("-i") + 1], f"{what} failed: {tail or f'ffmpeg exit {result.returncode}'}")
 
 
+def frame_times(path: Path | str) -> list[float]:
+    """Presentation times (s) of the first video stream's frames, sorted -- read from the packets
+    (a stream copy: nothing is decoded)."""
+    result = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+         "-f", "mkvtimestamp_v2", "-"],
+        capture_output=True, text=True, errors="replace",
+    )
+    if result.returncode != 0:
+        raise VideoError(path, f"reading frame times failed: {result.stderr.strip()[-300:] or result.returncode}")
+    return sorted(float(line) / 1000.0 for line in result.stdout.splitlines() if line and not line.startswith("#"))
+
+
+MAX_RESAMPLED_FPS = 60.0
+COMMON_FPS = (10.0, 12.0, 15.0, 24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48.0, 50.0, 60000 / 1001, 60.0)
+
+
+def constant_rate_for(times: list[float]) -> float | None:
+    """None when ``times`` are evenly spaced (every interval within 50 % of the median: ms rounding
+    and ordinary jitter), else the rate to resample the video to so each frame keeps its time: that
+    of its densest stretch (the 10th percentile interval), at most MAX_RESAMPLED_FPS -- slower
+    stretches get repeated frames, nothing shown is dropped."""
+    gaps = sorted(b - a for a, b in zip(times, times[1:]) if b > a)
+    if len(gaps) < 2:
+        return None
+    median = gaps[len(gaps) // 2]
+    if all(abs(g - median) <= 0.5 * median for g in gaps):
+        return None
+    rate = min(1.0 / gaps[len(gaps) // 10], MAX_RESAMPLED_FPS)
+    # The packet times come in whole milliseconds (33 ms -> 30.3 fps): snap to a common rate.
+    common = [r for r in COMMON_FPS if abs(rate - r) <= 0.02 * r]
+    return min(common, key=lambda r: abs(rate - r)) if common else round(rate, 2)
+
+
+def to_constant_rate(src: Path, dst: Path, fps: float, has_audio: bool) -> None:
+    """Re-encode ``src`` at ``fps`` frames per second, each output frame the source frame shown at
+    its time (a variable-frame-rate clip read frame by frame would drift from its audio)."""
+    audio = ["-c:a", "aac", "-b:a", "160k"] if has_audio else []
+    run_ffmpeg(["-i", str(src), "-map", "0:v:0", "-map", "0:a:0?", "-fps_mode", "cfr", "-r", fps_text(fps), "-c:v", "libx264",
+                "-preset", "veryfast", "-crf", "17", "-pix_fmt", "yuv420p", *audio, "-movflags", "+faststart", str(dst)],
+               "resampling to a constant frame rate")
+
+
 def to_portable_mp4(
     src: Path,
     dst: Path,
