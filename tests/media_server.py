@@ -6,6 +6,7 @@ misbehave on purpose, per path:
 - ``/<route>``            the file registered for that route
 - ``/flaky/<route>``      503 on the first request for that route, then the file
 - ``/truncated/<route>``  the first half of the file's bytes, served as if complete
+- ``/trickle/<route>``    the file, one byte a second (a stalled server no socket timeout catches)
 - anything else           404
 """
 
@@ -52,6 +53,8 @@ class MediaServer:
                 if route not in self._failed_once:
                     self._failed_once.add(route)
                     return None, 503
+            return self.routes[route].read_bytes(), 200
+        if mode == "trickle" and route in self.routes:
             return self.routes[route].read_bytes(), 200
         if mode == "truncated" and route in self.routes:
             data = self.routes[route].read_bytes()
@@ -103,6 +106,17 @@ class MediaServer:
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Length", str(end - start + 1))
                 self.end_headers()
+                if not head and self.path.lstrip("/").startswith("trickle/"):
+                    import time
+
+                    try:
+                        for i in range(start, end + 1):
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(1.0)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
                 if not head:
                     try:
                         self.wfile.write(body[start : end + 1])

@@ -2,6 +2,7 @@
 caching and the error cases (each must leave no partial file behind)."""
 
 import json
+import time
 
 import pytest
 
@@ -108,6 +109,26 @@ def test_transient_503_is_retried(tmp_path, media_server):
     assert media_server.requests[route] >= 2  # the 503, then the successful attempt
     assert json.loads((tmp_path / "results/videos/a/v.json").read_text())["frame_count"] > 0
     assert "retrying" in (tmp_path / "results/logs/ingest_video/a/v.log").read_text()
+
+
+@pytest.mark.parametrize("download, words", [
+    ({"min_speed_kbps": 5, "stall_seconds": 4}, ["is too slow", "below download.min_speed_kbps (5)"]),
+    ({"min_speed_kbps": 0, "deadline_minutes": 0.1}, ["did not finish within download.deadline_minutes (0.1 min)"]),
+], ids=["min-speed", "deadline"])
+def test_a_trickling_server_stops_with_the_key_to_change(tmp_path, media_server, download, words):
+    """A server that sends one byte a second never trips a socket timeout (it hung ingest for
+    days): the watchdog stops it, with one error naming the key, and leaves nothing."""
+    url = f"{media_server.url}/trickle/{LP}d5.mp4"
+    config = {"actors": {"a": {"videos": {"v": {"url": url}}}}, "download": {"retries": 0, **download}}
+    started = time.monotonic()
+    result = run_ingest(tmp_path, config, check=False)
+    assert result.returncode != 0 and time.monotonic() - started < 120
+    error_lines = [line for line in result.output.splitlines() if line.startswith("facevae error")]
+    assert len(error_lines) == 1, result.output[-3000:]
+    assert "actor 'a', video 'v'" in error_lines[0] and url in error_lines[0]
+    for word in words:
+        assert word in error_lines[0], error_lines[0]
+    assert leftovers(tmp_path) == [] or leftovers(tmp_path) == ["a"], leftovers(tmp_path)
 
 
 @pytest.mark.parametrize(
