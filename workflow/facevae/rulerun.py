@@ -14,11 +14,13 @@ up temporary files.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 from facevae import FacevaeError
 
@@ -38,6 +40,28 @@ def setup_logging(log_path: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _out_of_space(err: BaseException | None) -> bool:
+    """Whether ``err`` (or what caused it: a worker's error, h5py's, ffmpeg's message) is a full disk."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno in _NO_SPACE:
+            return True
+        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def _disk_full_error(smk) -> str:
+    outputs = ", ".join(str(p) for p in smk.output) or "its outputs"
+    where = Path(str(smk.output[0])).parent if len(smk.output) else Path(".")
+    return (f"no space left on the device writing {outputs} (in {where}): free some space, or move results/ to "
+            "a larger disk; nothing partial was kept, earlier results are untouched")
+
+
 def run_rule(smk, main) -> None:
     log_path = smk.log[0] if len(smk.log) else None
     setup_logging(log_path)
@@ -50,10 +74,23 @@ def run_rule(smk, main) -> None:
     try:
         main(smk)
     except FacevaeError as err:
+        full = _out_of_space(err)
+        if full:
+            err = _disk_full_error(smk)
         logging.getLogger("facevae").error("%s", err)
         print(f"facevae error in rule {smk.rule}: {err}", file=console, flush=True)
+        if full:
+            logging.shutdown()
+            os._exit(1)
         sys.exit(1)
-    except BaseException:
+    except BaseException as err:
+        if _out_of_space(err):  # not a bug: one line, like any error the user can fix
+            message = _disk_full_error(smk)
+            logging.getLogger("facevae").error("%s\n%s", message, traceback.format_exc())
+            print(f"facevae error in rule {smk.rule}: {message}", file=console, flush=True)
+            # Not sys.exit: HDF5 closing a file whose writes failed segfaults at interpreter exit.
+            logging.shutdown()
+            os._exit(1)
         text = traceback.format_exc()
         logging.getLogger("facevae").error("%s", text)
         print(text, file=console, flush=True)

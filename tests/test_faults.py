@@ -1,0 +1,65 @@
+"""Faults a user's machine throws at the workflow: a full disk (a small tmpfs in a user and mount
+namespace, `unshare -rm`) during ingest and during tracking -- one line naming the file and "no
+space left", no traceback, no segfault, nothing partial."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from facevae.video import ffmpeg_exe
+
+pytestmark = pytest.mark.media
+
+
+def _unshare_works() -> str | None:
+    """None when `unshare -rm` can mount a tmpfs here, else why not."""
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True,
+                           text=True)
+    return None if probe.returncode == 0 else f"unshare -rm cannot mount a tmpfs here: {probe.stderr.strip()}"
+
+
+@pytest.fixture(scope="module")
+def namespaces():
+    reason = _unshare_works()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.mark.parametrize("full, size, target", [
+    ("videos", "100k", "results/videos/a/v.mp4"),
+    ("tracks", "300k", "results/tracks/a/v.h5"),  # the tracker's worker blocks fill it
+    ("tracks", "1500k", "results/tracks/a/v.h5"),  # the blocks fit, the track file does not (h5py)
+], ids=["ingest", "tracking-blocks", "tracking-hdf5"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(namespaces, media, tmp_path, full, size, target):
+    clip = tmp_path / "clip.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(media("videos/lp_d6.mp4")), "-t", "3", "-c", "copy", str(clip)],
+                   check=True)
+    work = tmp_path / "work"
+    (work / "results" / full).mkdir(parents=True)
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump({"actors": {"a": {"videos": {"v": {"path": str(clip)}}}}, "faces": {"aligner": "dlib"}}))
+    snakemake = Path(sys.executable).parent / "snakemake"
+    inside = (f"mount -t tmpfs -o size={size} tmpfs {work}/results/{full} && "
+              f"{snakemake} --snakefile {REPO / 'Snakefile'} --directory {work} --configfile {config} --cores 2 {target}; "
+              f"echo rc=$?; echo LEFT; find {work}/results/{full} -mindepth 1")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", inside], capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert "rc=1" in output, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("facevae error")]
+    assert len(errors) == 1, output[-3000:]
+    assert "no space left on the device writing " + target in errors[0]
+    assert "Traceback" not in output and "SIGSEGV" not in output, output[-3000:]
+    left = done.stdout.split("LEFT", 1)[1].split()  # what the full folder holds afterwards
+    assert not [p for p in left if Path(p).is_file() or Path(p).suffix], left
