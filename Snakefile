@@ -2,6 +2,20 @@
 # Run: snakemake --cores all   (config: config.yaml; see README.md)
 
 
+# Snakemake's own error for a config file that does not parse names no file, line or column.
+import os
+import sys
+
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+from facevae.config import ConfigError, check_yaml_file
+
+try:
+    if os.path.exists("config.yaml"):
+        check_yaml_file("config.yaml")
+except ConfigError as err:
+    raise WorkflowError(str(err))
+
+
 configfile: "config.yaml"
 
 

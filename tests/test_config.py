@@ -93,3 +93,20 @@ def test_yaml_sexagesimal_time_is_seconds():
     # YAML 1.1 reads an unquoted 1:30:00 as the integer 5400: that is still the right time.
     config = yaml.safe_load(f"actors: {{a: {{videos: {{v: {{url: '{URL}', start: 1:30:00}}}}}}}}")
     assert video_entry(validate(config), "a", "v")["start"] == 5400.0
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    """Snakemake's own message ("Config file is not valid JSON or YAML") named none of them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from facevae.config import check_yaml_file
+
+    bad = tmp_path / "config.yaml"
+    bad.write_text('actors:\n  a:\n    videos: {v: {url: "https://x/y.mp4"}\n  b: [\n')
+    with pytest.raises(ConfigError, match=r"config.yaml, line 4, column 3: not valid YAML: expected ',' or '}'"):
+        check_yaml_file(bad)
+    run = subprocess.run([Path(sys.executable).parent / "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                          str(tmp_path), "-n"], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "config.yaml, line 4, column 3: not valid YAML" in run.stdout + run.stderr

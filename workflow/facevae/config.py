@@ -118,6 +118,20 @@ def _resolve(ref: str, root: dict) -> dict:
     return node
 
 
+def check_yaml_file(path: Path | str) -> None:
+    """ConfigError naming the file, line and column when ``path`` is not valid YAML (Snakemake's
+    own message for a config file that does not parse names none of them)."""
+    try:
+        with open(path) as handle:
+            yaml.safe_load(handle)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context = getattr(err, "context", None)
+        raise ConfigError("", f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")) from None
+
+
 def time_to_seconds(value: str | float | int | None) -> float | None:
     """"HH:MM:SS(.mmm)" or a number of seconds -> seconds (None stays None)."""
     if value is None or isinstance(value, (int, float)):
