@@ -83,6 +83,12 @@ def run_rule(smk, main) -> None:
             logging.shutdown()
             os._exit(1)
         sys.exit(1)
+    except (KeyboardInterrupt, Terminated) as err:  # Ctrl-C, Snakemake's or a cluster's kill: no traceback
+        what = str(err) or type(err).__name__
+        logging.getLogger("facevae").error("interrupted: %s; nothing partial kept", what)
+        print(f"facevae: rule {smk.rule} interrupted ({what}); nothing partial kept, re-run to continue", file=console,
+              flush=True)
+        sys.exit(130)
     except BaseException as err:
         if _out_of_space(err):  # not a bug: one line, like any error the user can fix
             message = _disk_full_error(smk)

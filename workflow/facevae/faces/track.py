@@ -27,6 +27,7 @@ import json
 import logging
 import multiprocessing as mp
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -270,6 +271,10 @@ _COUNTER = None  # frames done, shared by the worker processes (set by the pool'
 def _init_worker(counter) -> None:
     global _COUNTER
     _COUNTER = counter
+    # Ctrl-C reaches every process of the terminal's group: the parent stops the pool and reports
+    # once; a worker's own KeyboardInterrupt traceback would only be noise. SIGTERM: die quietly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _work(job: dict) -> dict:
