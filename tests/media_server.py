@@ -7,6 +7,7 @@ misbehave on purpose, per path:
 - ``/flaky/<route>``      503 on the first request for that route, then the file
 - ``/truncated/<route>``  the first half of the file's bytes, served as if complete
 - ``/trickle/<route>``    the file, one byte a second (a stalled server no socket timeout catches)
+- ``/norange/<route>``    the file whole, whatever Range asks (a server without range requests)
 - anything else           404
 """
 
@@ -54,7 +55,7 @@ class MediaServer:
                     self._failed_once.add(route)
                     return None, 503
             return self.routes[route].read_bytes(), 200
-        if mode == "trickle" and route in self.routes:
+        if mode in ("trickle", "norange") and route in self.routes:
             return self.routes[route].read_bytes(), 200
         if mode == "truncated" and route in self.routes:
             data = self.routes[route].read_bytes()
@@ -84,7 +85,8 @@ class MediaServer:
                     self.end_headers()
                     return
                 start, end = 0, len(body) - 1
-                match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
+                ranged = not self.path.lstrip("/").startswith("norange/")
+                match = ranged and re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
                 if match and (match.group(1) or match.group(2)):
                     if match.group(1):
                         start = int(match.group(1))
@@ -103,7 +105,8 @@ class MediaServer:
                 else:
                     self.send_response(200)
                 self.send_header("Content-Type", "video/mp4")
-                self.send_header("Accept-Ranges", "bytes")
+                if ranged:
+                    self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Length", str(end - start + 1))
                 self.end_headers()
                 if not head and self.path.lstrip("/").startswith("trickle/"):

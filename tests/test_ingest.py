@@ -89,6 +89,22 @@ def test_sections_are_trimmed_url_and_local(tmp_path, media_server, media):
     assert whole["has_audio"] and whole["frame_count"] == 169
 
 
+@pytest.mark.parametrize("clip", [f"{LP}d6.mp4", TPSMM], ids=["moov-at-end", "moov-at-start"])
+def test_a_section_from_a_server_without_range_requests(tmp_path, media_server, clip):
+    """yt-dlp's section download seeks with HTTP ranges; a server that ignores them made ffmpeg
+    fail ("ffmpeg exited with code 183"). Ingest falls back to the whole file, trims it locally
+    and says so."""
+    url = f"{media_server.url}/norange/{clip}"
+    config = {"actors": {"a": {"videos": {"v": {"url": url, "start": 1.0, "end": 3.5}}}}}
+    run_ingest(tmp_path, config)
+    meta = json.loads((tmp_path / "results/videos/a/v.json").read_text())
+    assert meta["duration"] == pytest.approx(2.5, abs=0.15)
+    if clip != TPSMM:  # its index comes first: ffmpeg reads the section without seeking
+        assert meta["how"] == "download(whole)+trim"
+        log = (tmp_path / "results/logs/ingest_video/a/v.log").read_text()
+        assert "downloading the whole file and trimming it here" in log
+
+
 def test_editing_one_entry_reruns_only_its_job(tmp_path, media):
     clip = str(media("videos/lp_d5.mp4"))
     config = {"actors": {"a": {"videos": {"one": {"path": clip, "end": 2}, "two": {"path": clip, "end": 3}}}}}

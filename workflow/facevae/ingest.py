@@ -146,30 +146,25 @@ def _download(entry: dict, work: Path, download: dict) -> tuple[Path, str]:
         options["download_ranges"] = download_range_func(None, [(start or 0.0, end if end is not None else float("inf"))])
         options["force_keyframes_at_cuts"] = True
     attempts = 1 + int(download.get("retries", 3))
+    section = "download_ranges" in options
     with _Watchdog(entry, work, download):
-        for attempt in range(1, attempts + 1):
-            for leftover in work.glob("download*"):
-                leftover.unlink()
-            try:
-                with yt_dlp.YoutubeDL(options) as ydl:
-                    info = ydl.extract_info(entry["url"], download=True)
-                break
-            except yt_dlp.utils.DownloadError as err:
-                message = str(err).removeprefix("ERROR: ").strip()
-                if attempt < attempts and any(marker in message for marker in _TRANSIENT):
-                    wait = min(2 ** (attempt - 1), 30)
-                    log.warning("%s: attempt %d/%d failed (%s); retrying in %d s", describe(entry), attempt, attempts, message, wait)
-                    time.sleep(wait)
-                    continue
-                raise IngestError(f"{describe(entry)}: download of {entry['url']} failed: {message}") from None
-    if info.get("_type") == "playlist":
-        raise IngestError(f"{describe(entry)}: {entry['url']} is a playlist; give one video URL per entry")
-    files = [Path(d["filepath"]) for d in info.get("requested_downloads", []) if d.get("filepath")]
-    files = [f for f in files if f.exists()] or sorted(work.glob("download.*"))
-    if not files:
-        raise IngestError(f"{describe(entry)}: yt-dlp reported success for {entry['url']} but wrote no file")
-    fetched = files[0]
-    probed = vid.probe(fetched)
+        try:
+            info = _fetch(entry, options, work, attempts)
+            fetched = _downloaded_file(entry, info, work)
+            probed = vid.probe(fetched)
+        except (IngestError, vid.VideoError) as err:
+            if not section or not any(marker in str(err) for marker in _SECTION_FAILURES):
+                raise
+            # ffmpeg fetches a section by seeking with HTTP range requests; a server without them
+            # (or a container ffmpeg cannot seek over HTTP) fails there. The whole file works.
+            log.warning("%s: the section download failed (%s): the server may not answer range requests; "
+                        "downloading the whole file and trimming it here", describe(entry), err)
+            whole = {k: v for k, v in options.items() if k not in ("download_ranges", "force_keyframes_at_cuts")}
+            info = _fetch(entry, whole, work, attempts)
+            fetched = _downloaded_file(entry, info, work)
+            out = work / "trimmed.mp4"
+            vid.to_portable_mp4(fetched, out, vid.probe(fetched), start, end)
+            return out, "download(whole)+trim"
     if fetched.suffix == ".mp4" and probed.video_codec in vid.PORTABLE_VIDEO_CODECS and probed.rotation == 0 and (
         not probed.has_audio or probed.audio_codec in vid.PORTABLE_AUDIO_CODECS
     ):
@@ -178,6 +173,42 @@ def _download(entry: dict, work: Path, download: dict) -> tuple[Path, str]:
     out = work / "portable.mp4"
     vid.to_portable_mp4(fetched, out, probed)
     return out, "download+re-encode"
+
+
+# yt-dlp's words when ffmpeg could not fetch a section (183: ffmpeg's "server returned an error",
+# what a range request to a server without range support ends in).
+_SECTION_FAILURES = ("ffmpeg exited with code", "has no video stream")
+
+
+def _fetch(entry: dict, options: dict, work: Path, attempts: int) -> dict:
+    """yt-dlp's extract_info with retries of transient network errors; IngestError otherwise."""
+    import yt_dlp
+
+    for attempt in range(1, attempts + 1):
+        for leftover in work.glob("download*"):
+            leftover.unlink()
+        try:
+            with yt_dlp.YoutubeDL(options) as ydl:
+                return ydl.extract_info(entry["url"], download=True)
+        except yt_dlp.utils.DownloadError as err:
+            message = str(err).removeprefix("ERROR: ").strip()
+            if attempt < attempts and any(marker in message for marker in _TRANSIENT):
+                wait = min(2 ** (attempt - 1), 30)
+                log.warning("%s: attempt %d/%d failed (%s); retrying in %d s", describe(entry), attempt, attempts, message, wait)
+                time.sleep(wait)
+                continue
+            raise IngestError(f"{describe(entry)}: download of {entry['url']} failed: {message}") from None
+    raise AssertionError("unreachable")
+
+
+def _downloaded_file(entry: dict, info: dict, work: Path) -> Path:
+    if info.get("_type") == "playlist":
+        raise IngestError(f"{describe(entry)}: {entry['url']} is a playlist; give one video URL per entry")
+    files = [Path(d["filepath"]) for d in info.get("requested_downloads", []) if d.get("filepath")]
+    files = [f for f in files if f.exists()] or sorted(work.glob("download.*"))
+    if not files:
+        raise IngestError(f"{describe(entry)}: yt-dlp reported success for {entry['url']} but wrote no file")
+    return files[0]
 
 
 class _TooSlow(BaseException):
