@@ -167,9 +167,9 @@ def pipeline(tmp_path_factory, media_server, media):
 
     Many tests read its outputs; none may modify them.
     """
-    from pipeline_overrides import test_overrides
+    from pipeline_overrides import pipeline_overrides
 
     workdir = tmp_path_factory.mktemp("pipeline")
-    config = deep_merge(loopback_config(media_server), test_overrides(media))
+    config = deep_merge(loopback_config(media_server), pipeline_overrides(media))
     result = run_snakemake(workdir, config)
     return {"workdir": workdir, "config": config, "result": result, "server": media_server}

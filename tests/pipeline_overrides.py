@@ -50,7 +50,7 @@ def render(media) -> dict:
     }
 
 
-def test_overrides(media) -> dict:
+def pipeline_overrides(media) -> dict:
     merged: dict = {}
     for stage in (faces, celeba, train, render):
         for key, value in stage(media).items():

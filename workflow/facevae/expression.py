@@ -63,9 +63,6 @@ def eye_open_ratio(landmarks) -> np.ndarray:
     return _gap_ratio(landmarks, EYELIDS)
 
 
-MEASURES = {"mouth_open": mouth_open_ratio, "eye_open": eye_open_ratio}
-
-
 def pearson(a, b) -> float:
     """Pearson correlation of two equal-length series over the entries where both are finite.
 

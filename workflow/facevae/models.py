@@ -254,6 +254,3 @@ def build_model(config: ModelConfig | dict) -> VAE:
         config = ModelConfig.from_dict(config)
     return _CLASSES[config.arch](config)
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

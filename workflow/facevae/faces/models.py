@@ -13,7 +13,6 @@ from pathlib import Path
 from facevae import FacevaeError
 
 PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
-PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR = "dlib_face_recognition_resnet_model_v1.dat"
 
 
