@@ -398,3 +398,17 @@ def test_sigterm_then_rerun_resumes_to_the_same_weights(small_faces, tmp_path):
     m1 = pd.read_csv(tmp_path / "straight/results/models/r/metrics.tsv", sep="\t")
     m2 = pd.read_csv(work / "results/models/r/metrics.tsv", sep="\t")
     assert np.array_equal(m1["heldout_mse"], m2["heldout_mse"]) and np.array_equal(m1["loss"], m2["loss"])
+
+
+def test_one_device_helper_names_the_key_it_was_given():
+    """One pick_device for training, the feature network and rendering: a bad featurenet.device is
+    reported as featurenet.device (it was reported as train.device)."""
+    from facevae.modelio import pick_device
+
+    assert pick_device("auto", "featurenet.device").type in ("cpu", "cuda")
+    assert pick_device("cpu", "render.device") == torch.device("cpu")
+    with pytest.raises(FacevaeError, match=r"featurenet.device 'gpu0' is not a device"):
+        pick_device("gpu0", "featurenet.device")
+    if not torch.cuda.is_available():
+        with pytest.raises(FacevaeError, match=r"featurenet.device is 'cuda:1' but CUDA is not available"):
+            pick_device("cuda:1", "featurenet.device")

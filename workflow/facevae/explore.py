@@ -103,7 +103,7 @@ def render_explore(model_path, faces_path, outputs: dict, cfg: dict, actor: str,
     """
     from tqdm import tqdm
 
-    model = modelio.load_model(model_path, device=pick_device(cfg.get("device", "auto")))
+    model = modelio.load_model(model_path, device=pick_device(cfg.get("device", "auto"), "render.device"))
     dim = model.config.latent_dim
     seed = int(cfg.get("seed", 0))
     panel = int(cfg.get("panel_size", 256))

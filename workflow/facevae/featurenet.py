@@ -210,7 +210,7 @@ def train_feature_net(aligned_h5, out_path, metrics_path=None, plot_path=None, s
     the majority-class accuracy on the same faces (the bar to beat), sizes, seconds."""
     from tqdm.auto import tqdm
 
-    from .train import pick_device, use_bf16
+    from .modelio import pick_device, use_bf16
 
     s = {**DEFAULTS, **(settings or {})}
     unknown = sorted(set(s) - set(DEFAULTS))
@@ -224,7 +224,7 @@ def train_feature_net(aligned_h5, out_path, metrics_path=None, plot_path=None, s
     va = np.flatnonzero(val)
     if len(tr) < 2:
         raise FacevaeError(f"{aligned_h5}: {len(images)} faces are too few to train the feature network")
-    device = pick_device(s["device"])
+    device = pick_device(s["device"], "featurenet.device")
     bf16 = use_bf16("auto", device)
     torch.manual_seed(s["seed"])
     net = AttributeNet(width=int(s["width"]), n_out=attrs.shape[1]).to(device)

@@ -154,10 +154,24 @@ def reconstruct(model: VAE, images, batch_size: int = 256) -> np.ndarray:
     return decode(model, encode(model, images, batch_size), batch_size)
 
 
-def pick_device(name: str = "auto") -> str:
+def pick_device(name: str = "auto", key: str = "render.device") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda``/``cuda:N`` must exist. Errors name ``key``
+    (the config key the value came from: train.device, featurenet.device, render.device...)."""
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise FacevaeError(f"{key} is {name!r} but CUDA is not available on this machine (use auto or cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise FacevaeError(f"{key} {name!r} is not a device: {err}") from None
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast: ``auto`` on CUDA only, or ``bf16`` / ``fp32`` as asked."""
+    if precision == "auto":
+        return device.type == "cuda"
+    return precision == "bf16"
 
 
 class Codec:

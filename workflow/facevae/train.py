@@ -43,7 +43,7 @@ import torch
 from . import FacevaeError, __version__
 from .atomic import save_figure, write_png, write_text
 from .losses import DFCLoss, kl_divergence, kl_weight, recon_loss
-from .modelio import atomic_torch_save, save_model
+from .modelio import atomic_torch_save, pick_device, save_model, use_bf16
 from .models import DEFAULT_LATENT, ModelConfig, build_model
 
 log = logging.getLogger(__name__)
@@ -130,24 +130,6 @@ class TrainSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda``/``cuda:N`` must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FacevaeError(f"train.device is {name!r} but CUDA is not available on this machine (use auto or cpu)")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise FacevaeError(f"train.device {name!r} is not a device: {err}") from None
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    if precision == "auto":
-        return device.type == "cuda"
-    return precision == "bf16"
 
 
 # --- data and split ------------------------------------------------------------------------------
@@ -450,7 +432,7 @@ def train_vae(
     train_rows = np.flatnonzero(labels == SPLIT_TRAIN)
     held_rows = np.flatnonzero(labels == SPLIT_HELDOUT)
 
-    device = pick_device(settings.device)
+    device = pick_device(settings.device, "train.device")
     bf16 = use_bf16(settings.precision, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
