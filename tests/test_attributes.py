@@ -376,3 +376,17 @@ def test_pipeline_grids_exist(actor_results, pipeline):
     settings = pipeline["config"].get("attributes", {})
     for name in settings.get("edit", DEFAULTS["edit"]):
         assert (actor_results / ACTOR / f"add_{name}.png").stat().st_size > 5000
+
+
+def test_attribute_edits_and_reenactment_agree_on_who_drives():
+    """One definition of the (actor, driver) pairs: `reenact: []` renders nothing and the edit
+    grids show no driver (the attributes stage read it as "every driver")."""
+    from facevae.attributes import drivers_of
+    from facevae.render_plan import reenact_pairs
+
+    config = {"actors": {"a": {}, "b": {}}, "drivers": {"me": {}}}
+    assert drivers_of(config, "a") == ["me"] and reenact_pairs(config) == [("a", "me"), ("b", "me")]
+    config["reenact"] = []
+    assert drivers_of(config, "a") == [] and reenact_pairs(config) == []
+    config["reenact"] = [{"actor": "a", "driver": "b"}]
+    assert drivers_of(config, "a") == ["b"] and drivers_of(config, "b") == []

@@ -731,11 +731,11 @@ def decoded_face_geometry(faces_cfg: dict | None):
 
 
 def drivers_of(config: dict, actor: str) -> list[str]:
-    """The people that drive ``actor``: the config's reenact pairs, default every driver."""
-    pairs = config.get("reenact") or [
-        {"actor": a, "driver": d} for a in config["actors"] for d in config.get("drivers") or {}
-    ]
-    return sorted({p["driver"] for p in pairs if p["actor"] == actor})
+    """The people that drive ``actor``: the reenactment pairs' (render_plan.reenact_pairs, the one
+    definition: ``reenact: []`` means none, no ``reenact`` key every actor with every driver)."""
+    from facevae.render_plan import reenact_pairs
+
+    return sorted({d for a, d in reenact_pairs(config) if a == actor})
 
 
 def driver_face_files(config: dict, actor: str) -> dict[str, list[str]]:
