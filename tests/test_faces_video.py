@@ -27,10 +27,6 @@ pytestmark = pytest.mark.media
 
 
 @pytest.fixture(scope="module")
-def test_a_killed_runs_block_folder_is_removed(lp_d6):
-    assert not list(lp_d6.glob(".d6.*.blocks"))
-
-
 def results(pipeline):
     return pipeline["workdir"] / "results"
 
@@ -53,6 +49,11 @@ def lp_d6(media, tmp_path_factory):
     assemble({"d6": out / "d6.h5"}, person="d6", role="actor", faces_cfg=faces_cfg, out_faces=out / "faces.h5",
              out_table=report["table"], out_kept=report["kept"], out_rejected=report["rejected"], out_counts=report["counts"])
     return out
+
+
+def test_a_killed_runs_block_folder_is_removed(lp_d6):
+    """The fixture's tracker ran over a SIGKILLed run's leftover .blocks folder: gone now."""
+    assert not list(lp_d6.glob(".d6.*.blocks"))
 
 
 def test_lp_d6_keep_rate_and_eye_centres(lp_d6):
