@@ -10,8 +10,9 @@ __version__ = "0.1.0"
 
 # OpenMP threads that wait for work sleep instead of spinning (read once, when torch loads its
 # OpenMP runtime: facevae is imported first by every rule script). Spinning threads of two jobs
-# on the same cores starve each other: two training jobs on 2 cores ran at 7 images/s instead of
-# ~214 (bench/results/contention.md). A value the user sets wins.
+# on the same cores starve each other: two train_vae jobs at once took 4.1x their idle time
+# spinning, 1.4x sleeping, which costs ~15 % when a job runs alone (bench/results/contention.md).
+# A value the user sets wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: The side of the square aligned faces every model takes and gives (px). Here, torch-free, so the
