@@ -5,7 +5,7 @@ VPY    := $(VENV)/bin/python
 # Re-install when the dependency list changes.
 STAMP  := $(VENV)/.facevae-installed
 
-.PHONY: install demo test lint bench clean-results
+.PHONY: install demo test lint bench clean-results explore
 
 install: $(STAMP)
 
@@ -22,6 +22,13 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(VENV)/bin/snakemake --cores all
+
+# The actor's page (results/explore/$(ACTOR)/index.html), built if needed and served on 127.0.0.1.
+ACTOR ?= $(firstword $(shell sed -n '/^actors:/,/^[a-z]/s/^  \([A-Za-z0-9_-]*\):.*/\1/p' config.yaml))
+PORT  ?= 8000
+explore: install
+	$(VENV)/bin/snakemake --cores all results/explore/$(ACTOR)/index.html
+	$(VPY) -m facevae.serve_page results/explore/$(ACTOR) --port $(PORT)
 
 test: install
 	$(VPY) -m pytest

@@ -30,6 +30,7 @@ include: "rules/train.smk"
 include: "rules/attributes.smk"
 include: "rules/reenact.smk"
 include: "rules/explore.smk"
+include: "rules/page.smk"
 include: "rules/report.smk"
 
 

@@ -76,6 +76,10 @@ def test_report_has_every_stage_per_actor(pipeline, full_report):
                      "explore/{a}/interpolate.mp4", "explore/{a}/samples.png", "attributes/{a}/probe.png",
                      "attributes/{a}/probe.tsv", "attributes/{a}/mouth.png"):
             _entry(report, "results/" + name.format(a=actor))
+        # The actor's page: the report cannot run it (it needs its files and a server), so its
+        # caption says how to open it.
+        page = _entry(report, f"results/explore/{actor}/index.html")
+        assert "make explore ACTOR=" in page["caption"], page["caption"]
     # The reenactment entries: the video (playable: an mp4 the report embeds), its plot, sheet,
     # paste-back video, and the scores table, labelled by driver and video.
     for pair in config["reenact"]:

@@ -28,13 +28,14 @@ torch module, so one ONNX export (:func:`export_onnx`) runs it in a browser.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from facevae import FacevaeError
+from facevae import FACE_SIZE, FacevaeError
 from facevae.expression import LEFT_EYE, RIGHT_EYE
 from facevae.modelio import atomic_torch_save, read_blob
 
@@ -46,6 +47,7 @@ RETARGET_VERSION = 1
 MOUTH = list(range(48, 68))
 LEFT_EYE_BROW = LEFT_EYE + list(range(17, 22))
 RIGHT_EYE_BROW = RIGHT_EYE + list(range(22, 27))
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,12 +164,15 @@ class LandmarkRetarget(torch.nn.Module):
     def __init__(self, actor_neutral, centres, coef, x_mean, z_mean, inv_width: float, features: str = "local",
                  kind: str = "kernel", gain: float = 1.0):
         super().__init__()
-        f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-        self.register_buffer("actor_neutral", f32(actor_neutral))
-        self.register_buffer("centres", f32(centres))
-        self.register_buffer("coef", f32(coef))
-        self.register_buffer("x_mean", f32(x_mean))
-        self.register_buffer("z_mean", f32(z_mean))
+        # float64 inside (float32 in and out): the kernel map's coefficients are large and of both
+        # signs, so float32 sums lose ~5e-4 of z (measured on the CI pipeline's d6 map, against
+        # float64); in float64 PyTorch and onnxruntime-web agree to ~1e-12.
+        f64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+        self.register_buffer("actor_neutral", f64(actor_neutral))
+        self.register_buffer("centres", f64(centres))
+        self.register_buffer("coef", f64(coef))
+        self.register_buffer("x_mean", f64(x_mean))
+        self.register_buffer("z_mean", f64(z_mean))
         self.inv_width, self.features, self.kind, self.gain = float(inv_width), features, kind, float(gain)
         self.left, self.right = torch.tensor(LEFT_EYE), torch.tensor(RIGHT_EYE)
 
@@ -188,8 +193,9 @@ class LandmarkRetarget(torch.nn.Module):
         return torch.exp(-d2.clamp(min=0) * self.inv_width) @ self.coef + self.z_mean
 
     def forward(self, landmarks: torch.Tensor, driver_neutral: torch.Tensor) -> torch.Tensor:
+        landmarks, driver_neutral = landmarks.to(torch.float64), driver_neutral.to(torch.float64)
         shapes = self.actor_neutral[None] + self.gain * (self.normalise(landmarks) - driver_neutral[None])
-        return self.map(shape_features(shapes, self.features))
+        return self.map(shape_features(shapes, self.features)).to(torch.float32)
 
     @torch.no_grad()
     def drive(self, landmarks: np.ndarray, driver_neutral: np.ndarray) -> np.ndarray:
@@ -351,10 +357,6 @@ def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict
     ``render.retarget`` section; ``actor_faces``: the actor's training faces (auto compares the
     driver's with them). Returns z and what was done: ``method`` (encoder or retarget), for auto
     ``identity_distance``, for retarget its neutral / gain / map settings."""
-    import logging
-
-    from facevae import FACE_SIZE
-
     retarget_cfg = retarget_cfg or {}
     info: dict = {"drive": drive}
     if drive == "auto":
@@ -365,11 +367,9 @@ def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict
             np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
         distance = same_person_distance(actor_faces, crops, track.align_config(FACE_SIZE), upscale)
         info.update(identity_distance=distance, same_person_distance=same_person)
-    method = resolve_drive(drive, info.get("identity_distance"), same_person)
-    info["method"] = method
-    if drive == "auto":
-        logging.getLogger(__name__).info("render.drive auto: the driver's faces are %.3f from the actor's (same person "
-                                         "at <= %.2f): %s", info["identity_distance"], same_person, method)
+        log.info("render.drive auto: the driver's faces are %.3f from the actor's (same person at <= %.2f): %s",
+                 distance, same_person, resolve_drive(drive, distance, same_person))
+    method = info["method"] = resolve_drive(drive, info.get("identity_distance"), same_person)
     if method == "retarget":
         if retarget_path is None:
             raise FacevaeError("render.drive retarget needs the actor's retargeting map (rule fit_retarget)")
@@ -412,7 +412,7 @@ def export_onnx(module: LandmarkRetarget, path: str | os.PathLike) -> Path:
 
     import warnings
 
-    example = (module.actor_neutral[None].repeat(2, 1, 1) * 20 + 32, module.actor_neutral.clone())
+    example = ((module.actor_neutral[None].repeat(2, 1, 1) * 20 + 32).float(), module.actor_neutral.float())
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: no onnxscript needed
         torch.onnx.export(module, example, str(tmp), input_names=["landmarks", "driver_neutral"], output_names=["z"],

@@ -87,3 +87,38 @@ EXPLORE_OUTPUTS = {
 
 def explore_targets(config: dict) -> list[str]:
     return [p.format(actor=actor) for actor in (config.get("actors") or {}) for p in EXPLORE_OUTPUTS.values()]
+
+
+# The actor's browser page (rules/page.smk): models and description, then the page with its runtime.
+PAGE_MODEL_OUTPUTS = {
+    "decoder": EXPLORE_DIR + "/decoder.onnx",
+    "drive": EXPLORE_DIR + "/drive.onnx",
+    "manifest": EXPLORE_DIR + "/page.json",
+}
+PAGE_INDEX = EXPLORE_DIR + "/index.html"
+PAGE_VENDOR = EXPLORE_DIR + "/vendor"
+
+
+def page_attributes(config: dict, actor: str) -> list[str]:
+    """The actor's CelebA attribute vectors, an input of the page when the attribute stage runs."""
+    return [f"results/attributes/{actor}.h5"] if config.get("celeba") else []
+
+
+def page_model_settings(config: dict) -> dict:
+    """What rule page_models depends on: the page: section, the crop geometry, the retarget gain and
+    the attribute directions offered (attributes.edit)."""
+    from_page = {k: v for k, v in (config.get("page") or {}).items() if k != "build"}
+    return {
+        **from_page,
+        "faces": {k: v for k, v in (config.get("faces") or {}).items()
+                  if k in ("size", "template_scale", "template_offset_y", "align_points")},
+        "gain": ((config.get("render") or {}).get("retarget") or {}).get("gain", 1.0),
+        "attributes": (config.get("attributes") or {}).get("edit"),  # None: attributes' default
+    }
+
+
+def page_targets(config: dict) -> list[str]:
+    """Every actor's page, unless ``page.build`` is false."""
+    if not (config.get("page") or {}).get("build", True):
+        return []
+    return [PAGE_INDEX.format(actor=actor) for actor in (config.get("actors") or {})]

@@ -62,6 +62,16 @@ def _disk_full_error(smk) -> str:
             "a larger disk; nothing partial was kept, earlier results are untouched")
 
 
+def _exit_disk_full(smk, console, detail: str) -> None:
+    """The one-line disk-full error (the detail goes to the log only), then exit at once: not
+    sys.exit, because HDF5 closing a file whose writes failed segfaults at interpreter exit."""
+    message = _disk_full_error(smk)
+    logging.getLogger("facevae").error("%s\n%s", message, detail)
+    print(f"facevae error in rule {smk.rule}: {message}", file=console, flush=True)
+    logging.shutdown()
+    os._exit(1)
+
+
 def run_rule(smk, main) -> None:
     log_path = smk.log[0] if len(smk.log) else None
     setup_logging(log_path)
@@ -74,14 +84,10 @@ def run_rule(smk, main) -> None:
     try:
         main(smk)
     except FacevaeError as err:
-        full = _out_of_space(err)
-        if full:
-            err = _disk_full_error(smk)
+        if _out_of_space(err):
+            _exit_disk_full(smk, console, str(err))
         logging.getLogger("facevae").error("%s", err)
         print(f"facevae error in rule {smk.rule}: {err}", file=console, flush=True)
-        if full:
-            logging.shutdown()
-            os._exit(1)
         sys.exit(1)
     except (KeyboardInterrupt, Terminated) as err:  # Ctrl-C, Snakemake's or a cluster's kill: no traceback
         what = str(err) or type(err).__name__
@@ -91,12 +97,7 @@ def run_rule(smk, main) -> None:
         sys.exit(130)
     except BaseException as err:
         if _out_of_space(err):  # not a bug: one line, like any error the user can fix
-            message = _disk_full_error(smk)
-            logging.getLogger("facevae").error("%s\n%s", message, traceback.format_exc())
-            print(f"facevae error in rule {smk.rule}: {message}", file=console, flush=True)
-            # Not sys.exit: HDF5 closing a file whose writes failed segfaults at interpreter exit.
-            logging.shutdown()
-            os._exit(1)
+            _exit_disk_full(smk, console, traceback.format_exc())
         text = traceback.format_exc()
         logging.getLogger("facevae").error("%s", text)
         print(text, file=console, flush=True)

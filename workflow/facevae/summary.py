@@ -14,6 +14,7 @@ inputs; the module imports nothing heavy at the top, so the rule files can impor
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 SCORE_COLUMNS = ("drive", "instrument", "measure", "pearson", "baseline_pearson", "circular_p95", "scored_share",
                  "identity_kept")
@@ -59,7 +60,7 @@ def run_summary(counts: list, metrics: list, models: list, scores: list):
     per_actor = {}
     for count_path, metrics_path, model_path in zip(counts, metrics, models):
         actor = str(count_path).split("/")[-2]
-        c = json.loads(open(count_path).read())
+        c = json.loads(Path(count_path).read_text())
         m = pd.read_csv(metrics_path, sep="\t")
         info = load_model_info(model_path)
         held, mean = float(m["heldout_mse"].iloc[-1]), float(info.get("meanface_mse", float("nan")))

@@ -236,8 +236,7 @@ def plan_split(source, times, holdout: dict, who: str) -> tuple[np.ndarray, str 
             return shrunk, (f"{who}: train.holdout (blocks {holdout.get('blocks')}, gap_seconds {holdout.get('gap_seconds')}) "
                             f"left {n_train} of {n} faces to train on; holding out one block without a gap instead "
                             "(set train.holdout.fraction: 0 to train on every face)")
-        labels, n_held = np.full(n, SPLIT_TRAIN, dtype=object), 0
-        return labels, (f"{who}: {n} faces are too few for a held-out split (train.holdout would leave {n_train} to train "
+        return np.full(n, SPLIT_TRAIN, dtype=object), (f"{who}: {n} faces are too few for a held-out split (train.holdout would leave {n_train} to train "
                         "on): training on all of them, with no held-out MSE (add footage for one)")
     if not n_held:
         why = ("train.holdout.fraction is 0" if float(holdout.get("fraction", 0)) <= 0

@@ -1,0 +1,207 @@
+"""The actor's page in headless Chromium on this machine (issue 13's speed targets): decoder-only
+frames per second, and the live loop's frames per second with its time split (detect, landmarks,
+align, drive, decode, draw), on Chromium's fake camera fed by a real clip; plus how far face-api's
+landmarks sit from dlib's on the same frames (video-file mode, every frame).
+
+The page is built by the real workflow in a work folder: actor lp_d6 (its first 25 s, the default
+network trained briefly -- speed does not depend on training), driver tpsmm_driving.mp4. No GPU:
+onnxruntime-web and tfjs on their wasm backends. Rows with and without cross-origin isolation
+(COOP/COEP, which `make explore` sends: wasm threads) -- the plain row is any static server.
+
+Writes bench/results/page.md. Run on an otherwise idle machine:
+.venv/bin/python bench/bench_page.py (~10 min the first time: tracking and training; then ~3 min).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+sys.path.insert(0, str(REPO / "tests"))
+MEDIA = Path(os.environ.get("FACEVAE_MEDIA", REPO.parent / "shared" / "data"))
+WORK = Path(os.environ.get("FACEVAE_BENCH_WORK", Path(tempfile.gettempdir()) / "facevae-bench-page"))
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+DECODES = 300
+LIVE_SECONDS = 20
+TARGETS = {"decoder": 60.0, "live": 15.0}
+
+
+def build() -> Path:
+    config = {
+        "actors": {"d6": {"videos": {"d6": {"path": str(MEDIA / "videos/lp_d6.mp4"), "end": 25.0}}}},
+        "drivers": {"tpsmm": {"videos": {"driving": {"path": str(MEDIA / "videos/tpsmm_driving.mp4")}}}},
+        "faces": {"aligner": "dlib", "fps": 15},
+        "train": {"epochs": 20, "min_steps": 0, "checkpoint_minutes": 0},
+    }
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "config.yaml").write_text(yaml.safe_dump(config))
+    targets = ["results/explore/d6/index.html", "results/tracks/tpsmm/driving.h5", "results/videos/tpsmm/driving.json"]
+    subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(WORK), "--configfile",
+                    str(WORK / "config.yaml"), "--cores", "2", *targets], check=True)
+    return WORK / "results/explore/d6"
+
+
+class PlainHandler(http.server.SimpleHTTPRequestHandler):
+    """A static server with correct MIME types and no isolation headers (one wasm thread)."""
+
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
+                      ".js": "text/javascript", ".wasm": "application/wasm"}
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(folder: Path, isolated: bool):
+    from facevae.serve_page import PageHandler
+
+    handler = functools.partial(PageHandler if isolated else PlainHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def decoder_fps(session) -> float:
+    return session.js(f"""(async () => {{
+        const D = window.facevae.page.manifest.latent_dim, z = new Float32Array(D);
+        for (let i = 0; i < 20; i++) await window.facevae.decode(z);
+        const t = performance.now();
+        for (let i = 0; i < {DECODES}; i++) {{ z[i % D] = Math.sin(i); await window.facevae.decode(z); }}
+        return {DECODES} / ((performance.now() - t) / 1000); }})()""")
+
+
+def live_row(playwright, url: str, clip: Path, n_frames: int, detect_every: int) -> dict:
+    from browser_support import PageSession
+
+    args = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}"]
+    s = PageSession(playwright, url + f"?framecode=1&detect_every={detect_every}", args)
+    try:
+        s.js("window.facevae.showTab('live')")
+        s.js("window.facevae.startCamera()")
+        time.sleep(3)  # calibration and warm-up
+        s.js("window.facevae.live.log.length = 0")
+        time.sleep(LIVE_SECONDS)
+        log = s.js("window.facevae.live.log.map(e => [e.frame, e.ms, e.total])")
+        threads = s.js("window.facevae.threads")
+        s.js("window.facevae.live.running = false")
+    finally:
+        s.close()
+    split = {k: float(np.median([e[1].get(k, 0.0) for e in log])) for k in
+             ("detect", "landmarks", "align", "drive", "decode", "draw")}
+    return {"fps": len(log) / LIVE_SECONDS, "threads": threads, "split": split,
+            "total_ms": float(np.median([e[2] for e in log])), "frames": len(log)}
+
+
+def landmark_distance(playwright, url: str, work: Path) -> dict:
+    """face-api vs dlib (the workflow's track) on every frame of the driver clip, in inter-ocular
+    distances after both are aligned to the template."""
+    from browser_support import PageSession
+    from facevae.driving import normalise_landmarks
+    from facevae.faces.io import DriverTrack
+
+    fps = json.loads((work / "results/videos/tpsmm/driving.json").read_text())["fps"]
+    s = PageSession(playwright, url)
+    try:
+        log = s.js("([u, f]) => window.facevae.stepThrough(u, f)", ["clip.mp4", fps])
+    finally:
+        s.close()
+    with DriverTrack(work / "results/tracks/tpsmm/driving.h5") as track:
+        by_frame = {int(f): i for i, f in enumerate(track.frame)}
+        pairs = [(e["crop"], by_frame[e["frame"]]) for e in log if e.get("crop") and e["frame"] in by_frame
+                 and track.kept[by_frame[e["frame"]]]]
+        dlib = np.asarray(track.landmarks[:], np.float64)[[r for _, r in pairs]]
+    err = np.linalg.norm(normalise_landmarks(np.asarray([c for c, _ in pairs])) - normalise_landmarks(dlib), axis=2)
+    return {"frames": len(pairs), "all": float(err.mean()), "median": float(np.median(err)),
+            "mouth": float(err[:, 48:].mean()), "eyes": float(err[:, 36:48].mean()), "jaw": float(err[:, :17].mean())}
+
+
+def main() -> None:
+    from browser_support import chromium_path, write_coded_y4m
+    from playwright.sync_api import sync_playwright
+
+    folder = build()
+    clip_src = WORK / "results/videos/tpsmm/driving.mp4"
+    site = WORK / "site"
+    site.mkdir(exist_ok=True)
+    for item in folder.iterdir():
+        link = site / item.name
+        if not link.exists():
+            link.symlink_to(item)
+    if not (site / "clip.mp4").exists():
+        (site / "clip.mp4").symlink_to(clip_src)
+    clip = WORK / "camera.y4m"
+    n_frames = write_coded_y4m(clip_src, clip)
+    chromium = chromium_path()
+    rows = []
+    with sync_playwright() as pw:
+        from browser_support import PageSession
+
+        for isolated in (True, False):
+            server, url = serve(site, isolated)
+            try:
+                s = PageSession(pw, url)
+                try:
+                    dec = decoder_fps(s)
+                    threads = s.js("window.facevae.threads")
+                finally:
+                    s.close()
+                for every in (1, 5):
+                    live = live_row(pw, url, clip, n_frames, every)
+                    rows.append({"isolated": isolated, "threads": threads, "decoder": dec, "every": every, **live})
+                if isolated:
+                    distance = landmark_distance(pw, url, WORK)
+            finally:
+                server.shutdown()
+    version = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
+    versions = json.loads((folder / "vendor/versions.json").read_text())["versions"]
+    lines = [
+        "# The actor's page in headless Chromium (bench/bench_page.py)",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, no GPU; {version}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()) + " (wasm backends).",
+        f"Decoder-only: {DECODES} decodes of one z in a row (batch 1), after 20 warm-up ones. Live: Chromium's "
+        f"fake camera playing tpsmm_driving.mp4 (410x412, {n_frames} frames) in real time for {LIVE_SECONDS} s; "
+        "frames per second = frames the page processed (the others are dropped while it works); the split is "
+        "each step's median ms. `detect every` 1: the face detector on every frame; 5: the detector every "
+        "5th frame and the landmark net in a box around the last landmarks in between (the page's default).",
+        "",
+        f"Targets: decoder-only >= {TARGETS['decoder']:.0f} frames/s, live loop >= {TARGETS['live']:.0f} frames/s.",
+        "",
+        "| COOP/COEP | wasm threads | decoder frames/s | detect every | live frames/s | detect | landmarks | align | drive | decode | draw | ms a frame | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        sp = r["split"]
+        met = "yes" if r["decoder"] >= TARGETS["decoder"] and r["fps"] >= TARGETS["live"] else "no"
+        lines.append(f"| {'yes' if r['isolated'] else 'no'} | {r['threads']} | {r['decoder']:.0f} | {r['every']} | "
+                     f"{r['fps']:.1f} | {sp['detect']:.1f} | {sp['landmarks']:.1f} | {sp['align']:.2f} | "
+                     f"{sp['drive']:.1f} | {sp['decode']:.1f} | {sp['draw']:.1f} | {r['total_ms']:.1f} | {met} |")
+    d = distance
+    lines += [
+        "",
+        f"face-api's 68 landmarks against dlib's (the workflow's track) on {d['frames']} frames of the same clip, both "
+        "aligned to the template, in inter-ocular distances: "
+        f"mean {d['all']:.3f}, median {d['median']:.3f}; mouth {d['mouth']:.3f}, eyes {d['eyes']:.3f}, jaw {d['jaw']:.3f}.",
+        "",
+    ]
+    out = REPO / "bench/results/page.md"
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

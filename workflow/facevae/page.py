@@ -1,0 +1,150 @@
+"""The actor's browser page: what the page runs (ONNX graphs) and what it shows (page.json).
+
+Rule ``page_models`` writes, beside ``results/explore/{actor}/index.html``:
+
+- ``decoder.onnx`` -- ``z`` (N, latent_dim) float32 -> ``image`` (N, 64, 64, 3) float32 in [0, 1]
+  (the decoder's sigmoid output, channels last so the page copies it straight into a canvas);
+- ``drive.onnx`` -- the driving path (:class:`facevae.driving.LandmarkRetarget`): ``landmarks``
+  (N, 68, 2) in aligned-crop px and ``driver_neutral`` (68, 2) normalised -> ``z``. A webcam user is
+  not the actor, so the page drives by retargeting, which is what ``render.drive: auto`` picks for a
+  stranger (README, "How driving works");
+- ``page.json`` -- the crop geometry (template landmarks and the points the similarity fits, the
+  same :mod:`facevae.faces.align` numbers as the pipeline), the latent dimensions ranked by mean KL
+  over the actor's faces, a few of the actor's encoded faces, the CelebA attribute directions when the
+  attribute stage ran for this actor, and the calibration length for the live neutral.
+
+The JavaScript beside it (workflow/page/) reads nothing else; :mod:`facevae.webruntime` copies the
+pinned npm runtime (onnxruntime-web, face-api and their wasm / weights) into ``vendor/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facevae import FACE_SIZE, FacevaeError
+from facevae.atomic import atomic_path, write_text
+from facevae.driving import export_onnx as export_drive_onnx
+from facevae.driving import evenly_spread, load_retarget
+from facevae.faces.align import ALIGN_POINTS, LEFT_EYE, RIGHT_EYE, AlignConfig
+from facevae.modelio import images_to_tensor, load_model
+
+PAGE_FORMAT = "facevae-page"
+PAGE_VERSION = 1
+OPSET = 17
+#: How many of the actor's encoded faces the page offers as starting points.
+REAL_FACES = 24
+
+
+class DecodeImage(torch.nn.Module):
+    """z -> the decoder's image, channels last, in [0, 1] (what ``modelio.decode`` rounds to uint8)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model.decode(z)).permute(0, 2, 3, 1)
+
+
+def export_decoder_onnx(model, path: str | os.PathLike) -> Path:
+    """The actor's decoder as an ONNX graph (see the module docstring); batch size is dynamic."""
+    module = DecodeImage(model.eval().cpu()).eval()
+    example = torch.zeros(2, model.config.latent_dim)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: no onnxscript needed
+        torch.onnx.export(module, (example,), str(tmp), input_names=["z"], output_names=["image"],
+                          dynamic_axes={"z": {0: "n"}, "image": {0: "n"}}, opset_version=OPSET, dynamo=False)
+    return Path(path)
+
+
+@torch.no_grad()
+def posterior(model, faces: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, logvar) of uint8 faces (N, 64, 64, 3), float64."""
+    model.eval()
+    mus, logvars = [], []
+    for i in range(0, len(faces), batch):
+        mu, logvar = model.encode(images_to_tensor(faces[i : i + batch], "cpu"))
+        mus.append(mu.double().numpy())
+        logvars.append(logvar.double().numpy())
+    return np.concatenate(mus), np.concatenate(logvars)
+
+
+def kl_per_dimension(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    """Mean KL(q(z_j | x) || N(0, 1)) over the faces, per latent dimension: how much each carries."""
+    return (0.5 * (mu**2 + np.exp(logvar) - logvar - 1.0)).mean(axis=0)
+
+
+def attribute_directions(attributes_h5, names) -> dict[str, list[float]]:
+    """The CelebA attribute vectors (mean latent with minus without) named in ``names`` that the
+    attribute stage wrote for this actor; attributes it could not estimate (zero vector) are left out."""
+    from facevae.attributes import read_attributes_h5
+
+    data = read_attributes_h5(attributes_h5)
+    fields = [str(f) for f in data["fields"]]
+    out = {}
+    for name in names:
+        if name not in fields:
+            raise FacevaeError(f"attributes.edit names {name!r}, which {attributes_h5} does not hold")
+        vector = np.asarray(data["attribute_vectors"][fields.index(name)], np.float64)
+        if np.linalg.norm(vector) > 0:
+            out[name] = [round(float(v), 6) for v in vector]
+    return out
+
+
+def page_manifest(actor: str, model, faces: dict, retarget_info: dict, attributes: dict, calibration_seconds: float,
+                  align: AlignConfig, gain: float = 1.0, detect_every: int = 5, neutral: str = "running") -> dict:
+    """The page's one description of the actor (written as page.json)."""
+    if align.size != FACE_SIZE:
+        raise FacevaeError(f"faces.size is {align.size}: the page runs {FACE_SIZE} px models only")
+    data = faces["data"]
+    mu, logvar = posterior(model, data)
+    kl = kl_per_dimension(mu, logvar)
+    order = np.argsort(-kl, kind="stable")
+    pick = evenly_spread(len(data), REAL_FACES)
+    return {
+        "format": PAGE_FORMAT,
+        "version": PAGE_VERSION,
+        "actor": actor,
+        "latent_dim": int(model.config.latent_dim),
+        "size": FACE_SIZE,
+        "dims": [{"dim": int(j), "kl": round(float(kl[j]), 6)} for j in order],
+        "real_faces": [{"frame": int(faces["frame"][i]) if "frame" in faces else int(i),
+                        "z": [round(float(v), 6) for v in mu[i]]} for i in pick],
+        "attributes": attributes,
+        "align": {"template": np.round(align.template(), 6).tolist(), "points": ALIGN_POINTS[align.points],
+                  "left_eye": LEFT_EYE, "right_eye": RIGHT_EYE},
+        "drive": {"method": "retarget", "calibration_seconds": float(calibration_seconds),
+                  "gain": float(gain),
+                  "fit": {k: retarget_info[k] for k in ("faces", "cv_r2") if k in retarget_info}},
+        "live": {"detect_every": int(detect_every), "neutral": str(neutral)},
+        "files": {"decoder": "decoder.onnx", "drive": "drive.onnx"},
+    }
+
+
+def build_page_models(model_path, faces_path, retarget_path, attributes_h5, outputs: dict, settings: dict,
+                      actor: str) -> dict:
+    """Rule page_models. ``outputs``: decoder, drive (ONNX), manifest (page.json). ``settings``:
+    ``calibration_seconds``, ``detect_every``, ``neutral`` (the page: section), ``gain`` (render.retarget.gain), ``attributes`` (names of the attribute
+    directions to offer), ``faces`` (the config's faces section: the crop geometry)."""
+    from facevae.faces.io import read_faces
+
+    model = load_model(model_path)
+    faces = read_faces(faces_path)
+    retarget = load_retarget(retarget_path)
+    from facevae.attributes import settings_of
+
+    names = settings_of({"edit": settings.get("attributes")})["edit"]
+    attributes = attribute_directions(attributes_h5, names) if attributes_h5 else {}
+    manifest = page_manifest(actor, model, faces, getattr(retarget, "info", {}), attributes,
+                             settings.get("calibration_seconds", 2.0), AlignConfig.from_config(settings.get("faces")),
+                             settings.get("gain", 1.0), settings.get("detect_every", 5), settings.get("neutral", "running"))
+    export_decoder_onnx(model, outputs["decoder"])
+    export_drive_onnx(retarget, outputs["drive"])
+    write_text(outputs["manifest"], json.dumps(manifest, indent=1) + "\n")
+    return manifest

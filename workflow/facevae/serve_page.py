@@ -1,0 +1,106 @@
+"""Serve an actor's page on 127.0.0.1 (``make explore ACTOR=<name>`` runs this).
+
+Any static file server works; this one adds what makes the page fast and correct: JavaScript and
+wasm MIME types (module scripts and wasm streaming refuse others), the COOP/COEP headers that
+make the page cross-origin isolated, which multi-threaded wasm needs (without them onnxruntime-web
+runs on one thread), and byte ranges (Python's plain server has none, and a browser cannot seek
+in a video served without them). ``python -m facevae.serve_page results/explore/d6 [--port 8000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import sys
+import threading
+from pathlib import Path
+
+TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
+         ".json": "application/json", ".onnx": "application/octet-stream", ".css": "text/css"}
+
+
+class _Limited:
+    """A file object that ends after ``left`` bytes (the rest of a byte range)."""
+
+    def __init__(self, handle, left: int):
+        self.handle, self.left = handle, left
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.handle.read(n)
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class PageHandler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **TYPES}
+
+    def send_head(self):
+        """Byte ranges (RFC 7233, one range): a browser seeks in a served video only with them."""
+        spec = self.headers.get("Range", "")
+        path = Path(self.translate_path(self.path))
+        if not spec.startswith("bytes=") or "," in spec or not path.is_file():
+            return super().send_head()
+        size = path.stat().st_size
+        first, _, last = spec[6:].partition("-")
+        try:
+            start = int(first) if first else max(0, size - int(last))
+            stop = min(int(last), size - 1) if first and last else size - 1
+        except ValueError:
+            return super().send_head()
+        if start >= size or start > stop:
+            self.send_error(416, "range not satisfiable")
+            return None
+        handle = open(path, "rb")
+        handle.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Range", f"bytes {start}-{stop}/{size}")
+        self.send_header("Content-Length", str(stop - start + 1))
+        self.end_headers()
+        return _Limited(handle, stop - start + 1)
+
+    def end_headers(self):
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Accept-Ranges", "bytes")
+        super().end_headers()
+
+    def log_message(self, format, *args):  # quiet: one line per request is noise here
+        pass
+
+
+def serve(folder: str | Path, port: int = 0, host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:
+    """Start serving ``folder`` in a background thread; returns the server (``server_address``)."""
+    folder = Path(folder)
+    if not (folder / "index.html").is_file():
+        raise SystemExit(f"{folder / 'index.html'} does not exist: build it with "
+                         f"snakemake --cores all {folder / 'index.html'}")
+    handler = functools.partial(PageHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer((host, port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", help="results/explore/<actor>")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    server = serve(args.folder, args.port)
+    host, port = server.server_address[:2]
+    print(f"Serving {args.folder} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.shutdown()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
