@@ -88,7 +88,7 @@ def live_row(playwright, url: str, clip: Path, n_frames: int, detect_every: int)
 
     args = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-video-capture={clip}"]
-    s = PageSession(playwright, url + f"?framecode=1&detect_every={detect_every}", args)
+    s = PageSession(playwright, url + ("&" if "?" in url else "?") + f"framecode=1&detect_every={detect_every}", args)
     try:
         s.js("window.facevae.showTab('live')")
         s.js("window.facevae.startCamera()")
