@@ -1,7 +1,7 @@
 # CelebA attributes in each actor's latent space: vectors, probes, edit and direction grids
 # (results/attributes/). Only part of the workflow when the config has a `celeba:` section.
 
-from facevae.attributes import (
+from facevae.planning import (
     attribute_targets,
     driver_face_files,
     edit_caption,
@@ -9,7 +9,7 @@ from facevae.attributes import (
     edit_settings,
     vector_settings,
 )
-from facevae.celeba import alignment_settings
+from facevae.planning import alignment_settings
 
 
 rule attributes_vectors:

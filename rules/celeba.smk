@@ -1,7 +1,7 @@
 # CelebA input: the aligned faces with their 40 attributes (results/celeba/aligned.h5). Only part of
 # the workflow when the config has a `celeba:` section (CelebA has no public direct URL).
 
-from facevae.celeba import alignment_settings, celeba_inputs, celeba_section
+from facevae.planning import alignment_settings, celeba_inputs, celeba_section
 
 
 rule celeba_align:

@@ -1,6 +1,6 @@
 # Exploring each actor's latent space: random walk, interpolation, samples (results/explore/{actor}/).
 
-from facevae.render_plan import EXPLORE_OUTPUTS, explore_targets
+from facevae.planning import EXPLORE_OUTPUTS, explore_targets
 
 
 rule explore:

@@ -2,7 +2,7 @@
 # results/faces/{actor}.h5 (training set); every person -> results/faces/{person}/ (table of every
 # detection, contact sheets of kept and rejected faces, counts by reason).
 
-from facevae.faces.rules import (
+from facevae.planning import (
     faces_people,
     faces_tracks,
     faces_person_targets,

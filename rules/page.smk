@@ -1,7 +1,7 @@
 # The actor's browser page: latent explorer and live webcam reenactment
 # (results/explore/{actor}/index.html; `make explore ACTOR=<name>` serves it).
 
-from facevae.render_plan import (
+from facevae.planning import (
     PAGE_INDEX,
     PAGE_MODEL_OUTPUTS,
     PAGE_VENDOR,

@@ -1,7 +1,7 @@
 # Reenactment: every (actor, driver) pair's driver videos through the actor's VAE
 # (results/reenact/{actor}/{driver}/{video}.*). A driver may be another actor (cross-reenactment).
 
-from facevae.render_plan import (
+from facevae.planning import (
     RETARGET_OUTPUTS,
     reenact_attributes,
     reenact_outputs,

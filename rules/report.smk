@@ -2,8 +2,8 @@
 # table per reenactment and results/summary.tsv (the run's numbers, per actor and per pair). Both
 # are read from the files the stages wrote, never passed as params (which would re-run jobs).
 
-from facevae.render_plan import reenact_targets
-from facevae.summary import summary_inputs
+from facevae.planning import reenact_targets
+from facevae.planning import summary_inputs
 
 
 rule reenact_scores:

@@ -3,7 +3,7 @@
 # The checkpoint (results/checkpoints/{actor}/ckpt.pt) is deliberately not an output: Snakemake deletes
 # a failed job's outputs, and a killed training job must keep it to resume.
 
-from facevae.train_rules import (
+from facevae.planning import (
     actor_names,
     feature_net_input,
     featurenet_settings,

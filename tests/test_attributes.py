@@ -17,7 +17,6 @@ import yaml
 from conftest import REPO
 from facevae import FacevaeError
 from facevae.attributes import (
-    DEFAULTS,
     attribute_vectors,
     build_attributes,
     build_edits,
@@ -31,6 +30,7 @@ from facevae.attributes import (
     read_tsv,
 )
 from facevae.celeba import build_aligned, read_aligned
+from facevae.planning import DEFAULTS
 
 pytestmark = pytest.mark.media
 
@@ -328,7 +328,8 @@ def mouth_curves_d6(pipeline, tmp_path_factory):
     mean face whatever the code, so no direction moves its mouth. This d6 model is trained here on
     the pipeline's d6 faces for MOUTH_EPOCHS epochs (about 30 s on one core); the Smiling vector
     comes from the pipeline's aligned CelebA faces, through the attribute stage's own functions."""
-    from facevae.attributes import mouth_curves, read_face_array
+    from facevae.attributes import mouth_curves
+    from facevae.faces.io import read_face_array
     from facevae.modelio import save_model
 
     results = pipeline["workdir"] / "results"
@@ -381,8 +382,8 @@ def test_pipeline_grids_exist(actor_results, pipeline):
 def test_attribute_edits_and_reenactment_agree_on_who_drives():
     """One definition of the (actor, driver) pairs: `reenact: []` renders nothing and the edit
     grids show no driver (the attributes stage read it as "every driver")."""
-    from facevae.attributes import drivers_of
-    from facevae.render_plan import reenact_pairs
+    from facevae.planning import drivers_of
+    from facevae.planning import reenact_pairs
 
     config = {"actors": {"a": {}, "b": {}}, "drivers": {"me": {}}}
     assert drivers_of(config, "a") == ["me"] and reenact_pairs(config) == [("a", "me"), ("b", "me")]

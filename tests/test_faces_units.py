@@ -14,9 +14,9 @@ from facevae import FacevaeError
 from facevae.config import ConfigError, validate
 from facevae.faces import dataset as fds
 from facevae.faces import io as fio
-from facevae.faces import rules as frules
+from facevae import planning as frules
 from facevae.faces.align import AlignConfig, template_landmarks
-from facevae.faces.track import Settings, decide, parse_frame_list
+from facevae.faces.track import TrackerSettings, decide, parse_frame_list
 
 CFG = AlignConfig()
 
@@ -65,7 +65,7 @@ def test_decide_identity_several_faces_and_filters():
         (5, 3, _desc(0.01), 3.0, 500.0),  # two faces that both look like the person: ambiguous
         (5, 4, _desc(0.02), 3.0, 500.0),
     ]
-    settings = Settings(min_size=40, min_blur=40)
+    settings = TrackerSettings(min_size=40, min_blur=40)
     ref = _desc(0.0)
     rows = decide(_meta(faces), 8, settings, CFG, "actor", ref, excluded={6})
     reasons = list(rows["reason"])
@@ -89,7 +89,7 @@ def test_decide_dominant_identity_without_reference():
     me, other = _desc(0.0), _desc(1.0)
     faces = [(f, 1, me if f % 10 == 0 else NAN, 3.0, 500.0) for f in range(30)]
     faces += [(f, 2, other if f == 30 else NAN, 3.0, 500.0) for f in range(30, 35)]
-    rows = decide(_meta(faces), 35, Settings(), CFG, "actor", None, excluded=set())
+    rows = decide(_meta(faces), 35, TrackerSettings(), CFG, "actor", None, excluded=set())
     assert rows["kept"][:30].all() and not rows["kept"][30:].any()
     assert set(rows["reason"][30:]) == {"not this person"}
 
@@ -194,7 +194,7 @@ def test_faces_config_defaults():
     faces = config["faces"]
     assert faces["aligner"] == "auto" and faces["size"] == 64 and faces["fps"] is None
     assert faces["filters"]["identity_distance"] == 0.6 and faces["detect"]["redetect_every"] == 15
-    assert Settings.from_config(faces) == Settings()
+    assert TrackerSettings.from_config(faces) == TrackerSettings()
     assert AlignConfig.from_config(faces) == AlignConfig()
 
 

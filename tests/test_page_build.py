@@ -96,8 +96,21 @@ def test_serving_a_folder_without_a_page_says_how_to_build_it(tmp_path):
     assert done.returncode != 0 and "snakemake --cores all" in done.stderr and "index.html" in done.stderr
 
 
+def test_the_page_settings_come_from_the_schema():
+    """rule page_models' params: the validated page: section, the render gain, the crop geometry --
+    every default from the schemas (page.py has none of its own)."""
+    from facevae.config import validate
+    from facevae.planning import page_model_settings
+
+    config = validate({"actors": {"a": {"videos": {"v": {"url": "https://example.org/x.mp4"}}}}})
+    settings = page_model_settings(config)
+    assert {k: settings[k] for k in ("calibration_seconds", "detect_every", "neutral", "gain")} == \
+        {"calibration_seconds": 2.0, "detect_every": 5, "neutral": "running", "gain": 1.0}
+    assert "build" not in settings and settings["attributes"] == config["attributes"]["edit"]
+
+
 def test_every_actor_gets_a_page_unless_switched_off():
-    from facevae.render_plan import page_targets
+    from facevae.planning import page_targets
 
     config = {"actors": {"a": {}, "b": {}}}
     assert page_targets(config) == ["results/explore/a/index.html", "results/explore/b/index.html"]

@@ -118,6 +118,11 @@ def test_train_defaults_are_filled_in():
     assert TrainSettings.from_config({"model": "blog"}).model_config().latent_dim == 100
 
 
+def test_train_schema_defaults_are_the_dataclass_defaults():
+    """One source of defaults: the train schema's defaults build TrainSettings' own defaults."""
+    assert TrainSettings.from_config(validate(_config())["train"]) == TrainSettings()
+
+
 def test_small_actors_train_at_least_min_steps():
     """Epochs are raised so that a short clip still gets ``min_steps`` optimiser steps; a large
     one keeps ``epochs``; 0 turns it off; the cosine schedule spans the raised run."""

@@ -95,3 +95,14 @@ def test_dfc_model_through_snakemake(pipeline, aligned, tmp_path):
     model = load_model(work / "results/models/a/model.pt")
     assert model.info["settings"]["model"] == "dfc" and model.config.arch == "conv"
     assert np.isfinite(model.info["heldout_mse"])
+
+
+def test_featurenet_schema_defaults_are_the_library_defaults():
+    """One source of defaults: the featurenet schema fills in exactly featurenet.DEFAULTS."""
+    import yaml
+
+    from conftest import REPO
+    from facevae.config import validate
+    from facevae.featurenet import DEFAULTS
+
+    assert validate(yaml.safe_load((REPO / "config.yaml").read_text()))["featurenet"] == DEFAULTS

@@ -24,8 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facevae import FacevaeError
+from facevae import FACE_SIZE, FacevaeError
 from facevae.atomic import atomic_path, save_figure, write_png, write_text
+from facevae.faces.io import read_face_array, sample_faces
+from facevae.planning import settings_of
+from facevae.sampling import evenly_spread
 
 log = logging.getLogger(__name__)
 
@@ -351,48 +354,6 @@ def _resize_faces(faces: np.ndarray, size: int) -> np.ndarray:
 # --- files ---------------------------------------------------------------------------------------
 
 
-def read_face_array(path: str | os.PathLike, key: str = "data") -> np.ndarray:
-    """The uint8 faces of a blog-format HDF5 (``data``), or of a track file (``crops`` where ``kept``)."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise FacevaeError(f"faces file {path} not found")
-    with h5py.File(path, "r") as f:
-        if "crops" in f and "kept" in f:
-            kept = f["kept"][()].astype(bool)
-            idx = np.flatnonzero(kept)
-            return f["crops"][idx] if len(idx) else np.zeros((0, *f["crops"].shape[1:]), np.uint8)
-        if key not in f:
-            raise FacevaeError(f"{path} has no dataset '{key}' (faces) or 'crops' (track)")
-        return f[key][()]
-
-
-def sample_faces(files: list[str], n: int) -> np.ndarray:
-    """``n`` faces spread evenly over the kept faces of several files (tracks or faces files),
-    reading only those rows (a long driver's track is not loaded whole)."""
-    import h5py
-
-    where = []
-    for path in files:
-        if not Path(path).is_file():
-            raise FacevaeError(f"faces file {path} not found")
-        with h5py.File(path, "r") as f:
-            if "crops" in f and "kept" in f:
-                rows = np.flatnonzero(f["kept"][()].astype(bool))
-            elif "data" in f:
-                rows = np.arange(len(f["data"]))
-            else:
-                raise FacevaeError(f"{path} has no dataset 'data' (faces) or 'crops' (track)")
-        where += [(path, int(r)) for r in rows]
-    picked = [where[i] for i in spread(len(where), n)]
-    out = []
-    for path, row in picked:
-        with h5py.File(path, "r") as f:
-            out.append(f["crops" if "crops" in f else "data"][row])
-    return np.stack(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
-
-
 def encode_file(model, path, key: str = "data", block: int = 4096) -> np.ndarray:
     """``mu`` of every face of an HDF5 dataset, read ``block`` faces at a time (full CelebA does not
     have to fit in memory as images), resized to the model's 64 px when needed."""
@@ -409,14 +370,7 @@ def encode_file(model, path, key: str = "data", block: int = 4096) -> np.ndarray
     return np.concatenate(out) if out else np.zeros((0, model.config.latent_dim), np.float32)
 
 
-def spread(n_total: int, n: int) -> np.ndarray:
-    """``n`` indices spread evenly over ``range(n_total)`` (all when fewer)."""
-    if n_total <= n:
-        return np.arange(n_total)
-    return np.linspace(0, n_total - 1, n).round().astype(np.int64)
-
-
-def to_model_size(faces: np.ndarray, size: int = 64) -> np.ndarray:
+def to_model_size(faces: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
     return _resize_faces(np.asarray(faces, dtype=np.uint8), size)
 
 
@@ -493,28 +447,6 @@ def read_tsv(path: str | os.PathLike) -> list[dict]:
 
 
 # --- the two rules -------------------------------------------------------------------------------
-
-DEFAULTS = {
-    "edit": ["Smiling", "Eyeglasses", "Mouth_Slightly_Open", "Male"],
-    "amounts": [0.0, 1.5, 3.0, 4.5, 6.0],
-    "rows": 4,
-    "orthogonalise": ["Smiling", "Mouth_Slightly_Open", "Male", "Eyeglasses"],
-    "pca_components": 8,
-    "pca_steps": [-3.0, -1.5, 0.0, 1.5, 3.0],
-    "probe_folds": 5,
-    "probe_l2": 0.01,
-    "mouth_faces": 100,
-    "random_vectors": 8,
-    "seed": 0,
-}
-
-
-def settings_of(config_section: dict | None) -> dict:
-    """The ``attributes:`` config section with every default filled in."""
-    out = dict(DEFAULTS)
-    out.update({k: v for k, v in (config_section or {}).items() if v is not None})
-    return out
-
 
 def build_attributes(model_path, aligned_path, faces_path, out_h5, out_probe, out_probe_png, settings: dict,
                      actor: str) -> dict:
@@ -629,7 +561,7 @@ def build_edits(model_path, attributes_h5, faces_path, drivers: dict[str, list[s
     data = read_attributes_h5(attributes_h5)
     own = to_model_size(read_face_array(faces_path))
     n_rows = int(settings["rows"])
-    rows = [(f"actor {actor}", own[spread(len(own), n_rows)])]
+    rows = [(f"actor {actor}", own[evenly_spread(len(own), n_rows)])]
     for driver, files in drivers.items():
         faces = sample_faces(files, n_rows)
         if len(faces) == 0:
@@ -667,7 +599,7 @@ def mouth_curves(model, own_faces, data, amounts, settings, align_cfg) -> list[d
     """Mouth width/opening vs amount for the Smiling vector and random vectors of its norm."""
     from facevae.modelio import encode
 
-    faces = own_faces[spread(len(own_faces), int(settings["mouth_faces"]))]
+    faces = own_faces[evenly_spread(len(own_faces), int(settings["mouth_faces"]))]
     mu = encode(model, faces)
     smile = vector_of(data, "Smiling")
     directions = [("Smiling", smile)]
@@ -724,70 +656,4 @@ def decoded_face_geometry(faces_cfg: dict | None):
 
     from facevae.faces.align import AlignConfig
 
-    return replace(AlignConfig.from_config(faces_cfg or {}), size=64)
-
-
-# --- for rules/attributes.smk --------------------------------------------------------------------
-
-
-def drivers_of(config: dict, actor: str) -> list[str]:
-    """The people that drive ``actor``: the reenactment pairs' (render_plan.reenact_pairs, the one
-    definition: ``reenact: []`` means none, no ``reenact`` key every actor with every driver)."""
-    from facevae.render_plan import reenact_pairs
-
-    return sorted({d for a, d in reenact_pairs(config) if a == actor})
-
-
-def driver_face_files(config: dict, actor: str) -> dict[str, list[str]]:
-    """Per driver of ``actor``, the files its faces come from: its tracks (one per video), or the
-    faces file of an actor-driver given as a dataset without videos."""
-    found = {}
-    for driver in drivers_of(config, actor):
-        entry = (config.get("actors") or {}).get(driver) or (config.get("drivers") or {}).get(driver) or {}
-        videos = sorted(entry.get("videos") or {})
-        found[driver] = [f"results/tracks/{driver}/{v}.h5" for v in videos] if videos else [f"results/faces/{driver}.h5"]
-    return found
-
-
-def edit_outputs(config: dict, actor: str = "{actor}") -> list[str]:
-    """Every file the attributes_edits rule writes for ``actor`` (a wildcard pattern by default)."""
-    settings = settings_of(config.get("attributes"))
-    names = [f"add_{a}.png" for a in settings["edit"]]
-    names += [f"orth_{a}.png" for a in settings["orthogonalise"]]
-    names += [f"pca_{k}.png" for k in range(1, int(settings["pca_components"]) + 1)]
-    names += ["mouth.tsv", "mouth.png"]
-    return [f"results/attributes/{actor}/{name}" for name in names]
-
-
-def edit_caption(path: str) -> str:
-    """The report caption (report/<name>.rst) of an edit output: add_, orth_, pca_ grids or the mouth curve."""
-    name = os.path.basename(path)
-    return "attributes_" + ("mouth" if name.startswith("mouth") else name.split("_")[0])
-
-
-def attribute_targets(config: dict) -> list[str]:
-    """The final outputs of the attribute stage (none without a ``celeba:`` section)."""
-    if not config.get("celeba"):
-        return []
-    out = []
-    for actor in sorted(config["actors"]):
-        out += [f"results/attributes/{actor}.h5", f"results/attributes/{actor}/probe.tsv",
-                f"results/attributes/{actor}/probe.png"]
-        out += edit_outputs(config, actor)
-    return out
-
-
-#: ``attributes:`` keys the attributes_vectors rule depends on (the rest only change the pictures).
-VECTOR_KEYS = ("orthogonalise", "pca_components", "probe_folds", "probe_l2", "seed")
-
-
-def vector_settings(config: dict) -> dict:
-    """The ``attributes:`` settings of the attributes_vectors rule (a rule param: changing a grid
-    setting does not re-encode CelebA)."""
-    settings = settings_of(config.get("attributes"))
-    return {k: settings[k] for k in VECTOR_KEYS}
-
-
-def edit_settings(config: dict) -> dict:
-    """The ``attributes:`` settings of the attributes_edits rule."""
-    return settings_of(config.get("attributes"))
+    return replace(AlignConfig.from_config(faces_cfg or {}), size=FACE_SIZE)

@@ -516,30 +516,3 @@ def _tile(tiles, columns):
 
 
 # --- for rules/celeba.smk ------------------------------------------------------------------------
-
-
-def celeba_section(config: dict) -> dict:
-    """The config's ``celeba:`` section, or one clear error when a CelebA output is asked without it."""
-    if not config.get("celeba"):
-        raise FacevaeError(
-            "results/celeba/aligned.h5 needs a `celeba:` section in the config "
-            "(images, attributes, optional identities and limit): see README.md"
-        )
-    return config["celeba"]
-
-
-def celeba_inputs(config: dict) -> list[str]:
-    """The attribute (and identity) lists: rule inputs, so editing them re-runs the alignment."""
-    celeba = celeba_section(config)
-    return [celeba["attributes"]] + ([celeba["identities"]] if celeba.get("identities") else [])
-
-
-#: The keys of the ``faces:`` section that decide how a face is detected and cropped.
-ALIGNMENT_KEYS = ("aligner", "device", "face_alignment", "size", "template_scale", "template_offset_y", "align_points")
-
-
-def alignment_settings(config: dict) -> dict:
-    """The part of the ``faces:`` section that CelebA's alignment depends on (a rule param: only a
-    change of aligner or template re-aligns CelebA, not the actors' sampling or filters)."""
-    faces = config.get("faces") or {}
-    return {k: faces[k] for k in ALIGNMENT_KEYS if k in faces}

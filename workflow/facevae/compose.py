@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facevae import FacevaeError
+from facevae import FACE_SIZE, FacevaeError
 from facevae.atomic import write_png
 from facevae.faces.align import invert_transform, template_landmarks, transform_points
 
@@ -254,7 +254,7 @@ class Paster:
 def write_sheet(path, frames: list[np.ndarray], cols: int = 2) -> None:
     """A contact sheet of composed frames (grid, ``cols`` wide)."""
     if not frames:
-        frames = [np.zeros((64, 64, 3), np.uint8)]
+        frames = [np.zeros((FACE_SIZE, FACE_SIZE, 3), np.uint8)]
     h, w = frames[0].shape[:2]
     rows = -(-len(frames) // cols)
     sheet = np.zeros((rows * h, cols * w, 3), np.uint8)

@@ -38,6 +38,7 @@ import torch
 from facevae import FACE_SIZE, FacevaeError
 from facevae.expression import LEFT_EYE, RIGHT_EYE
 from facevae.modelio import atomic_torch_save, read_blob
+from facevae.sampling import evenly_spread
 
 DRIVES = ("auto", "retarget", "encoder")
 MAPS = ("kernel", "linear")
@@ -211,11 +212,6 @@ def _blocks(n: int, folds: int) -> np.ndarray:
     """Fold of each of ``n`` frames: ``folds`` contiguous blocks (neighbouring frames are near copies,
     so a random split would reward memorising them)."""
     return np.minimum(np.arange(n) * folds // max(n, 1), folds - 1)
-
-
-def evenly_spread(n: int, most: int) -> np.ndarray:
-    """Sorted indices of at most ``most`` of ``n`` items, evenly spread from the first to the last."""
-    return np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(int))
 
 
 def _solve_map(x: np.ndarray, z: np.ndarray, settings: RetargetSettings, median_d2: float | None = None) -> dict:

@@ -92,7 +92,7 @@ def _faces_and_landmarks(faces_path) -> tuple[np.ndarray, np.ndarray | None]:
     faces = read_faces(faces_path)
     data = faces["data"]
     if data.ndim != 4 or data.shape[1:] != (FACE_SIZE, FACE_SIZE, 3) or len(data) == 0:
-        raise FacevaeError(f"{faces_path}: expected faces uint8 N x 64 x 64 x 3, got {data.shape}")
+        raise FacevaeError(f"{faces_path}: expected faces uint8 N x {FACE_SIZE} x {FACE_SIZE} x 3, got {data.shape}")
     return data, faces.get("landmarks")
 
 

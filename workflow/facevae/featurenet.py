@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import FacevaeError
+from . import FACE_SIZE, FacevaeError
 from .atomic import save_figure, write_text
 
 log = logging.getLogger(__name__)
@@ -146,9 +146,9 @@ def load_feature_net(path: str | os.PathLike, device: str | torch.device = "cpu"
         p.requires_grad_(False)
     with torch.no_grad():
         try:
-            out = net(torch.zeros(1, 3, 64, 64, device=device))
+            out = net(torch.zeros(1, 3, FACE_SIZE, FACE_SIZE, device=device))
         except Exception as err:  # noqa: BLE001
-            raise FacevaeError(f"feature network {path} fails on a 1 x 3 x 64 x 64 float input: {err}") from None
+            raise FacevaeError(f"feature network {path} fails on a 1 x 3 x {FACE_SIZE} x {FACE_SIZE} float input: {err}") from None
     if not isinstance(out, (list, tuple)) or not out or not all(torch.is_tensor(t) and t.dim() == 4 for t in out):
         raise FacevaeError(f"feature network {path} must return a list of N x C x H x W feature maps, got {type(out).__name__}")
     return net
@@ -171,10 +171,10 @@ def load_aligned(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[
         raise FacevaeError(f"{path}: 'data' must be a non-empty uint8 N x S x S x 3 array, got {data.dtype} {data.shape}")
     if attrs.shape != (len(data), N_ATTRIBUTES):
         raise FacevaeError(f"{path}: 'attributes' must be N x {N_ATTRIBUTES} with N = {len(data)}, got {attrs.shape}")
-    if data.shape[1] != 64:
+    if data.shape[1] != FACE_SIZE:
         import cv2
 
-        data = np.stack([cv2.resize(face, (64, 64), interpolation=cv2.INTER_AREA) for face in data])
+        data = np.stack([cv2.resize(face, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA) for face in data])
     identity = np.asarray(found.get("identity", np.full(len(data), -1)), dtype=np.int64)
     return np.ascontiguousarray(data), (attrs > 0).astype(np.float32), [str(n) for n in found["fields"]], identity
 

@@ -20,10 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import FacevaeError
+from . import FACE_SIZE, FacevaeError
 
 RECON_LOSSES = ("bce", "mse", "l1", "gaussian")
-PIXELS = 3 * 64 * 64
+PIXELS = 3 * FACE_SIZE * FACE_SIZE
 
 
 def recon_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "bce") -> torch.Tensor:
@@ -109,7 +109,7 @@ class DFCLoss(nn.Module):
         self._scripted = isinstance(feature_net, torch.jit.ScriptModule)
         device = next(iter(self.net.buffers()), next(self.net.parameters(), torch.zeros(()))).device
         with torch.no_grad():
-            n_maps = len(self._features(torch.zeros(1, 3, 64, 64, device=device)))
+            n_maps = len(self._features(torch.zeros(1, 3, FACE_SIZE, FACE_SIZE, device=device)))
         if n_maps < len(self.layer_weights):
             raise FacevaeError(
                 f"train.dfc.layer_weights has {len(self.layer_weights)} weights but the feature network "

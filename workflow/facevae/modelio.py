@@ -144,7 +144,7 @@ def decode(model: VAE, z, batch_size: int = 256) -> np.ndarray:
         for i in range(0, z.shape[0], batch_size)
     ]
     if not out:
-        return np.zeros((0, 64, 64, 3), np.uint8)
+        return np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
     return np.concatenate(out)
 
 

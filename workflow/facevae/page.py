@@ -30,7 +30,8 @@ import torch
 from facevae import FACE_SIZE, FacevaeError
 from facevae.atomic import atomic_path, write_text
 from facevae.driving import export_onnx as export_drive_onnx
-from facevae.driving import evenly_spread, load_retarget
+from facevae.driving import load_retarget
+from facevae.sampling import evenly_spread
 from facevae.faces.align import ALIGN_POINTS, LEFT_EYE, RIGHT_EYE, AlignConfig
 from facevae.modelio import images_to_tensor, load_model
 
@@ -97,9 +98,10 @@ def attribute_directions(attributes_h5, names) -> dict[str, list[float]]:
     return out
 
 
-def page_manifest(actor: str, model, faces: dict, retarget_info: dict, attributes: dict, calibration_seconds: float,
-                  align: AlignConfig, gain: float = 1.0, detect_every: int = 5, neutral: str = "running") -> dict:
-    """The page's one description of the actor (written as page.json)."""
+def page_manifest(actor: str, model, faces: dict, retarget_info: dict, attributes: dict, align: AlignConfig,
+                  live: dict, gain: float) -> dict:
+    """The page's one description of the actor (written as page.json). ``live``: the validated
+    ``page:`` section (calibration_seconds, neutral, detect_every: defaults in its schema only)."""
     if align.size != FACE_SIZE:
         raise FacevaeError(f"faces.size is {align.size}: the page runs {FACE_SIZE} px models only")
     data = faces["data"]
@@ -119,10 +121,10 @@ def page_manifest(actor: str, model, faces: dict, retarget_info: dict, attribute
         "attributes": attributes,
         "align": {"template": np.round(align.template(), 6).tolist(), "points": ALIGN_POINTS[align.points],
                   "left_eye": LEFT_EYE, "right_eye": RIGHT_EYE},
-        "drive": {"method": "retarget", "calibration_seconds": float(calibration_seconds),
+        "drive": {"method": "retarget", "calibration_seconds": float(live["calibration_seconds"]),
                   "gain": float(gain),
                   "fit": {k: retarget_info[k] for k in ("faces", "cv_r2") if k in retarget_info}},
-        "live": {"detect_every": int(detect_every), "neutral": str(neutral)},
+        "live": {"detect_every": int(live["detect_every"]), "neutral": str(live["neutral"])},
         "files": {"decoder": "decoder.onnx", "drive": "drive.onnx"},
     }
 
@@ -137,13 +139,12 @@ def build_page_models(model_path, faces_path, retarget_path, attributes_h5, outp
     model = load_model(model_path)
     faces = read_faces(faces_path)
     retarget = load_retarget(retarget_path)
-    from facevae.attributes import settings_of
+    from facevae.planning import settings_of
 
     names = settings_of({"edit": settings.get("attributes")})["edit"]
     attributes = attribute_directions(attributes_h5, names) if attributes_h5 else {}
     manifest = page_manifest(actor, model, faces, getattr(retarget, "info", {}), attributes,
-                             settings.get("calibration_seconds", 2.0), AlignConfig.from_config(settings.get("faces")),
-                             settings.get("gain", 1.0), settings.get("detect_every", 5), settings.get("neutral", "running"))
+                             AlignConfig.from_config(settings.get("faces")), settings, settings["gain"])
     export_decoder_onnx(model, outputs["decoder"])
     export_drive_onnx(retarget, outputs["drive"])
     write_text(outputs["manifest"], json.dumps(manifest, indent=1) + "\n")

@@ -288,7 +288,7 @@ def render_reenactment(
                 timings.read += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 keep = kept[start:stop]
-                faces = codec.decode(z[start:stop][keep]) if keep.any() else np.zeros((0, 64, 64, 3), np.uint8)
+                faces = codec.decode(z[start:stop][keep]) if keep.any() else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
                 timings.encode_decode += time.perf_counter() - t0
                 if meter is not None and keep.any():
                     t0 = time.perf_counter()

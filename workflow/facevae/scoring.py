@@ -27,9 +27,9 @@ import logging
 import numpy as np
 
 from facevae.atomic import save_figure, write_text
-from facevae.driving import evenly_spread
 from facevae.expression import interocular_distance, pearson, transfer_score
 from facevae.instruments import MeshInstrument, dlib_ratios, face_descriptors, identity_kept, landmark_ratios, sharpen
+from facevae.sampling import evenly_spread
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,7 @@
   against the mean face's, and per reenactment its scores -- the numbers to compare across runs.
 
 Both are read from the files the stages wrote (never from Snakemake params, which would make
-Snakemake re-run jobs when a number changes). :func:`summary_inputs` plans the summary rule's
-inputs; the module imports nothing heavy at the top, so the rule files can import it.
+Snakemake re-run jobs when a number changes). Its rule's inputs are planned in :mod:`facevae.planning` (``summary_inputs``).
 """
 
 from __future__ import annotations
@@ -29,20 +28,6 @@ def score_table(score_path):
 
     table = pd.read_csv(score_path, sep="\t")
     return table[list(SCORE_COLUMNS)]
-
-
-def summary_inputs(config: dict) -> dict[str, list[str]]:
-    """The files results/summary.tsv is made from: each actor's faces counts, training metrics and
-    model (its held-out and mean-face MSE), and every reenactment's score TSV."""
-    from facevae.render_plan import driver_videos, reenact_pairs
-
-    actors = sorted(config.get("actors") or {})
-    return {
-        "counts": [f"results/faces/{a}/counts.json" for a in actors],
-        "metrics": [f"results/models/{a}/metrics.tsv" for a in actors],
-        "models": [f"results/models/{a}/model.pt" for a in actors],
-        "scores": [f"results/reenact/{a}/{d}/{v}.tsv" for a, d in reenact_pairs(config) for v in driver_videos(config, d)],
-    }
 
 
 def _pair_of(score_path: str) -> tuple[str, str, str]:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import FacevaeError, __version__
+from . import FACE_SIZE, FacevaeError, __version__
 from .atomic import save_figure, write_png, write_text
 from .losses import DFCLoss, kl_divergence, kl_weight, recon_loss
 from .modelio import atomic_torch_save, pick_device, save_model, use_bf16
@@ -159,11 +159,11 @@ def load_faces(path: str | os.PathLike) -> Faces:
     found = read_faces(path)
     data = found["data"]
     n = len(data)
-    if data.shape[1] != 64:
+    if data.shape[1] != FACE_SIZE:
         import cv2
 
-        log.info("%s: resizing %d faces from %d px to 64 px", path, n, data.shape[1])
-        data = np.stack([cv2.resize(face, (64, 64), interpolation=cv2.INTER_AREA) for face in data])
+        log.info("%s: resizing %d faces from %d px to %d px", path, n, data.shape[1], FACE_SIZE)
+        data = np.stack([cv2.resize(face, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA) for face in data])
     source = np.asarray(found.get("source", np.array(["dataset"] * n, dtype=object)), dtype=object)
     frame = np.asarray(found.get("frame", np.arange(n)), dtype=np.int64)
     times = found.get("time")
@@ -394,7 +394,7 @@ def reconstruct_mse(model, data_u8: torch.Tensor, batch: int = 256) -> tuple[flo
         recons.append(r)
     model.train(was_training)
     if not recons:
-        return float("nan"), torch.zeros(0, 3, 64, 64)
+        return float("nan"), torch.zeros(0, 3, FACE_SIZE, FACE_SIZE)
     return float(total.item() / data_u8.numel()), torch.cat(recons)
 
 
@@ -473,7 +473,25 @@ def train_vae(
         state["resumed"] += 1
         log.info("resuming from %s at epoch %d, batch %d/%d", checkpoint, state["epoch"] + 1, state["batch"], n_batches)
 
-    def save_checkpoint():
+    def train_step(x: torch.Tensor, weight: float) -> torch.Tensor:
+        """One optimiser step on batch ``x``; returns (loss, recon, kl) as float64 for the epoch's sums."""
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, mu, logvar = step_model(x, gen)
+            rec = loss_fn(logits, x)  # float32 (pixel losses upcast; a DFC net runs in bf16)
+        kl = kl_divergence(mu, logvar)
+        loss = rec + weight * kl
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return torch.stack([loss.detach(), rec.detach(), kl.detach()]).double()
+
+    def pause_due(allowed: bool) -> bool:
+        """A checkpoint is due: a stop signal came, or ``allowed`` here and the interval has passed."""
+        return stop.signum is not None or (allowed and time.monotonic() - last_save >= interval)
+
+    def pause_point() -> None:
+        """Save the checkpoint (model, optimiser, RNGs, loop state); then stop if a signal asked to."""
+        nonlocal last_save
         atomic_torch_save(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -485,6 +503,10 @@ def train_vae(
             },
             checkpoint,
         )
+        last_save = time.monotonic()
+        if stop.signum is not None:
+            bar.close()
+            stop.raise_stop(checkpoint)
 
     log.info(
         "%s: %d faces -> %d train, %d held out, %d gap; model %s %s; %d epochs x %d batches of %d on %s%s, %d threads%s",
@@ -510,30 +532,14 @@ def train_vae(
                 weight = kl_weight(settings.beta, settings.kl_warmup_epochs, epoch, b, n_batches)
                 for group in optimiser.param_groups:
                     group["lr"] = settings.lr_at(epoch, b, n_batches, epochs)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits, mu, logvar = step_model(x, gen)
-                    rec = loss_fn(logits, x)  # float32 (pixel losses upcast; a DFC net runs in bf16)
-                kl = kl_divergence(mu, logvar)
-                loss = rec + weight * kl
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                sums += torch.stack([loss.detach(), rec.detach(), kl.detach()]).double()
+                sums += train_step(x, weight)
                 state["batch"] = b + 1
-                if stop.signum is not None or (interval > 0 and time.monotonic() - last_save >= interval and b + 1 < n_batches):
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    state["epoch_seconds"] += time.perf_counter() - started
+                if pause_due(interval > 0 and b + 1 < n_batches):  # mid-epoch: only with checkpoint_minutes
+                    state["epoch_seconds"] += _elapsed(device, started)
                     started = time.perf_counter()
                     state["perm"], state["sums"] = perm, sums
-                    save_checkpoint()
-                    last_save = time.monotonic()
-                    if stop.signum is not None:
-                        bar.close()
-                        stop.raise_stop(checkpoint)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            train_seconds = state["epoch_seconds"] + time.perf_counter() - started
+                    pause_point()
+            train_seconds = state["epoch_seconds"] + _elapsed(device, started)
             held_mse, _ = reconstruct_mse(model, held_u8)
             means = (sums / n_batches).tolist()
             row = {
@@ -555,12 +561,8 @@ def train_vae(
             bar.set_postfix(loss=f"{row['loss']:.1f}", heldout_mse=f"{held_mse:.4f}", img_s=f"{row['images_per_s']:.0f}")
             log.info("epoch %d/%d: loss %.2f recon %.2f kl %.2f held-out MSE %.5f (mean face %.5f), %.0f images/s",
                      epoch + 1, epochs, row["loss"], row["recon"], row["kl"], held_mse, baseline, row["images_per_s"])
-            if stop.signum is not None or (time.monotonic() - last_save >= interval and state["epoch"] < epochs):
-                save_checkpoint()
-                last_save = time.monotonic()
-                if stop.signum is not None:
-                    bar.close()
-                    stop.raise_stop(checkpoint)
+            if pause_due(state["epoch"] < epochs):  # after every epoch when checkpoint_minutes is 0
+                pause_point()
     bar.close()
 
     info = {
@@ -588,6 +590,13 @@ def train_vae(
     write_outputs(outputs, model, faces, labels, state["history"], info, settings.seed)
     checkpoint.unlink(missing_ok=True)
     return info
+
+
+def _elapsed(device: torch.device, started: float) -> float:
+    """Seconds since ``started`` once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
 
 
 # --- outputs -------------------------------------------------------------------------------------

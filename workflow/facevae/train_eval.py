@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from . import FACE_SIZE
 from .losses import kl_divergence, kl_per_dim, recon_loss
 from .modelio import images_to_tensor
 from .models import build_model
@@ -66,7 +67,7 @@ def bare_rate(model_config, batch_size: int, steps: int = 8, kind: str = "bce", 
     """Images/s of forward + loss + backward of a fresh network on random tensors (no data, no optimiser)."""
     torch.manual_seed(0)
     model = build_model(model_config).to(device).train()
-    x = torch.rand(batch_size, 3, 64, 64, device=device)
+    x = torch.rand(batch_size, 3, FACE_SIZE, FACE_SIZE, device=device)
     gen = torch.Generator(device=device).manual_seed(0)
     for i in range(warmup + steps):
         if i == warmup:

@@ -23,21 +23,17 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from facevae import FacevaeError, __version__
+from facevae import FACE_SIZE, FacevaeError, __version__
 from facevae.atomic import write_png, write_text
 from facevae.faces import io as fio
 from facevae.faces.track import REASONS
+from facevae.sampling import evenly_spread
 
 log = logging.getLogger(__name__)
 
 SAMPLED_OUT, DUPLICATE = "sampled out", "near duplicate"
 TABLE_COLUMNS = ["video", "frame", "time", "n_faces", "face_px", "score", "blur", "yaw", "pitch",
                  "identity_distance", "track_id", "flags", "track_reason", "in_dataset", "reason"]
-
-
-def _spread(n: int, k: int) -> np.ndarray:
-    """At most ``k`` indices evenly spread over range(n)."""
-    return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int)) if n else np.zeros(0, int)
 
 
 def _thumb(crop: np.ndarray) -> np.ndarray:
@@ -112,7 +108,7 @@ def contact_sheet(crops: np.ndarray, title: str, cols: int = 16, max_faces: int 
     crops = np.asarray(crops)
     if len(crops) > max_faces:
         crops = crops[np.linspace(0, len(crops) - 1, max_faces).round().astype(int)]
-    size = crops.shape[1] if len(crops) else 64
+    size = crops.shape[1] if len(crops) else FACE_SIZE
     cols = max(1, min(cols, len(crops))) if len(crops) else cols
     rows = math.ceil(len(crops) / cols) if len(crops) else 0
     width = max(cols * size, 480)
@@ -171,7 +167,7 @@ def assemble(
         df = table_of(video, track, chosen, dup)
         tables.append(df)
         idx = np.flatnonzero(use)
-        kept_parts.append(crops(idx[_spread(len(idx), 320)]))
+        kept_parts.append(crops(idx[evenly_spread(len(idx), 320)]))
         if out_faces is not None:
             data_parts["data"].append(crops(idx))
             data_parts["landmarks"].append(track["landmarks"][idx])
@@ -185,7 +181,7 @@ def assemble(
             if reason == "no face":
                 rejected.setdefault(reason, [])
                 continue
-            rejected.setdefault(reason, []).append(crops(where[_spread(len(where), 64)]))
+            rejected.setdefault(reason, []).append(crops(where[evenly_spread(len(where), 64)]))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=TABLE_COLUMNS)
     counts = _counts(table, person, role)
     if counts["in_dataset"] == 0:
@@ -195,16 +191,16 @@ def assemble(
             "(see faces.filters in the config, or the person's videos)"
         )
     write_text(out_table, table.to_csv(sep="\t", index=False))
-    kept = np.concatenate(kept_parts) if kept_parts else np.zeros((0, 64, 64, 3), np.uint8)
+    kept = np.concatenate(kept_parts) if kept_parts else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
     write_png(out_kept, contact_sheet(kept, f"{person}: {counts['in_dataset']} faces kept ({role}) - evenly spread sample", max_faces=320))
     sheets = []
     for reason in [r for r in (*REASONS, DUPLICATE) if r in rejected]:
         n = int((table["reason"] == reason).sum())
-        crops = np.concatenate(rejected[reason]) if rejected[reason] else np.zeros((0, 64, 64, 3), np.uint8)
+        crops = np.concatenate(rejected[reason]) if rejected[reason] else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
         note = " (no crop: nothing was found)" if reason == "no face" else ""
         sheets.append(contact_sheet(crops, f"{reason}: {n} frames{note}", max_faces=64))
     if not sheets:
-        sheets.append(contact_sheet(np.zeros((0, 64, 64, 3), np.uint8), f"{person}: nothing rejected"))
+        sheets.append(contact_sheet(np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8), f"{person}: nothing rejected"))
     write_png(out_rejected, _stack_sheets(sheets))
     if out_faces is not None:
         attrs = {

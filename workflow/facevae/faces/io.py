@@ -30,10 +30,10 @@ import cv2
 import h5py
 import numpy as np
 
-from facevae import FacevaeError
+from facevae import FACE_SIZE, FacevaeError
 from facevae.atomic import atomic_path, temp_path
 from facevae.faces.align import AlignConfig
-from facevae import FACE_SIZE
+from facevae.sampling import evenly_spread
 
 log = logging.getLogger(__name__)
 
@@ -312,3 +312,44 @@ class DriverTrack:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+# --- faces of any of the two formats, for the attribute stage ------------------------------------
+
+
+def read_face_array(path: str | os.PathLike, key: str = "data") -> np.ndarray:
+    """The uint8 faces of a blog-format HDF5 (``data``), or of a track file (``crops`` where ``kept``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FacevaeError(f"faces file {path} not found")
+    with h5py.File(path, "r") as f:
+        if "crops" in f and "kept" in f:
+            kept = f["kept"][()].astype(bool)
+            idx = np.flatnonzero(kept)
+            return f["crops"][idx] if len(idx) else np.zeros((0, *f["crops"].shape[1:]), np.uint8)
+        if key not in f:
+            raise FacevaeError(f"{path} has no dataset '{key}' (faces) or 'crops' (track)")
+        return f[key][()]
+
+
+def sample_faces(files: list[str], n: int) -> np.ndarray:
+    """``n`` faces spread evenly over the kept faces of several files (tracks or faces files),
+    reading only those rows (a long driver's track is not loaded whole)."""
+    where = []
+    for path in files:
+        if not Path(path).is_file():
+            raise FacevaeError(f"faces file {path} not found")
+        with h5py.File(path, "r") as f:
+            if "crops" in f and "kept" in f:
+                rows = np.flatnonzero(f["kept"][()].astype(bool))
+            elif "data" in f:
+                rows = np.arange(len(f["data"]))
+            else:
+                raise FacevaeError(f"{path} has no dataset 'data' (faces) or 'crops' (track)")
+        where += [(path, int(r)) for r in rows]
+    picked = [where[i] for i in evenly_spread(len(where), n)]
+    out = []
+    for path, row in picked:
+        with h5py.File(path, "r") as f:
+            out.append(f["crops" if "crops" in f else "data"][row])
+    return np.stack(out) if out else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)

@@ -57,7 +57,7 @@ _ROI_HALF = 0.85  # half side of the region searched around a followed face, in 
 
 
 @dataclass(frozen=True)
-class Settings:
+class TrackerSettings:
     """Detection/tracking and filter settings (config ``faces.detect`` and ``faces.filters``)."""
 
     redetect_every: int = 15
@@ -75,7 +75,7 @@ class Settings:
     identity_margin: float = 0.05
 
     @classmethod
-    def from_config(cls, faces: dict | None) -> "Settings":
+    def from_config(cls, faces: dict | None) -> "TrackerSettings":
         faces = faces or {}
         det, flt = faces.get("detect") or {}, faces.get("filters") or {}
         values = {**{k: det[k] for k in ("redetect_every", "roi_face_px", "max_detect_side", "scene_cut", "idle_every", "coast") if k in det},
@@ -108,7 +108,7 @@ class FrameTracker:
     within this tracker (a new id whenever a face is found afresh, so an id is one track segment)."""
 
     aligner: object
-    settings: Settings
+    settings: TrackerSettings
     width: int
     height: int
     id_base: int = 0
@@ -365,7 +365,7 @@ def parse_frame_list(items) -> set[int]:
     return frames
 
 
-def run_workers(video: Path, layout: dict, aligner_kw: dict, cfg: AlignConfig, settings: Settings, workers: int,
+def run_workers(video: Path, layout: dict, aligner_kw: dict, cfg: AlignConfig, settings: TrackerSettings, workers: int,
                 block_dir: Path, progress: bool = True) -> list[dict]:
     """Decode and track the video in ``workers`` contiguous chunks; results in frame order."""
     count = max(layout["frame_count"], 1)
@@ -427,7 +427,7 @@ def extract_track(
     video, out = Path(video), Path(out)
     faces_cfg = faces_cfg or {}
     cfg = AlignConfig.from_config(faces_cfg)
-    settings = Settings.from_config(faces_cfg)
+    settings = TrackerSettings.from_config(faces_cfg)
     kw = aligner_kwargs(faces_cfg)
     where = f"{role} '{person}', video '{name}'"
     t0 = time.perf_counter()
@@ -493,7 +493,7 @@ def extract_track(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def decide(meta: dict, n_frames: int, settings: Settings, cfg: AlignConfig, role: str,
+def decide(meta: dict, n_frames: int, settings: TrackerSettings, cfg: AlignConfig, role: str,
            ref_desc: np.ndarray | None, excluded: set[int]) -> dict:
     """Per-frame rows of the tracks file from all face records of a video: which face is the
     person's, its measures, and the verdict."""
