@@ -55,19 +55,19 @@ def build() -> Path:
     return WORK / "results/explore/d6"
 
 
+from facevae.serve_page import PageHandler  # noqa: E402
+
+
 class PlainHandler(http.server.SimpleHTTPRequestHandler):
     """A static server with correct MIME types and no isolation headers (one wasm thread)."""
 
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
-                      ".js": "text/javascript", ".wasm": "application/wasm"}
+    extensions_map = PageHandler.extensions_map
 
     def log_message(self, *args):
         pass
 
 
 def serve(folder: Path, isolated: bool):
-    from facevae.serve_page import PageHandler
-
     handler = functools.partial(PageHandler if isolated else PlainHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

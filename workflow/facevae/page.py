@@ -31,9 +31,11 @@ from facevae import FACE_SIZE, FacevaeError
 from facevae.atomic import atomic_path, write_text
 from facevae.driving import export_onnx as export_drive_onnx
 from facevae.driving import load_retarget
-from facevae.sampling import evenly_spread
 from facevae.faces.align import ALIGN_POINTS, LEFT_EYE, RIGHT_EYE, AlignConfig
-from facevae.modelio import images_to_tensor, load_model
+from facevae.modelio import encode, load_model
+from facevae.planning import settings_of
+from facevae.sampling import evenly_spread
+from facevae.train_eval import mean_kl_per_dim
 
 PAGE_FORMAT = "facevae-page"
 PAGE_VERSION = 1
@@ -64,23 +66,6 @@ def export_decoder_onnx(model, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-@torch.no_grad()
-def posterior(model, faces: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, logvar) of uint8 faces (N, 64, 64, 3), float64."""
-    model.eval()
-    mus, logvars = [], []
-    for i in range(0, len(faces), batch):
-        mu, logvar = model.encode(images_to_tensor(faces[i : i + batch], "cpu"))
-        mus.append(mu.double().numpy())
-        logvars.append(logvar.double().numpy())
-    return np.concatenate(mus), np.concatenate(logvars)
-
-
-def kl_per_dimension(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    """Mean KL(q(z_j | x) || N(0, 1)) over the faces, per latent dimension: how much each carries."""
-    return (0.5 * (mu**2 + np.exp(logvar) - logvar - 1.0)).mean(axis=0)
-
-
 def attribute_directions(attributes_h5, names) -> dict[str, list[float]]:
     """The CelebA attribute vectors (mean latent with minus without) named in ``names`` that the
     attribute stage wrote for this actor; attributes it could not estimate (zero vector) are left out."""
@@ -105,10 +90,10 @@ def page_manifest(actor: str, model, faces: dict, retarget_info: dict, attribute
     if align.size != FACE_SIZE:
         raise FacevaeError(f"faces.size is {align.size}: the page runs {FACE_SIZE} px models only")
     data = faces["data"]
-    mu, logvar = posterior(model, data)
-    kl = kl_per_dimension(mu, logvar)
+    kl = mean_kl_per_dim(model, data)
     order = np.argsort(-kl, kind="stable")
     pick = evenly_spread(len(data), REAL_FACES)
+    mu = encode(model, data[pick])
     return {
         "format": PAGE_FORMAT,
         "version": PAGE_VERSION,
@@ -117,7 +102,7 @@ def page_manifest(actor: str, model, faces: dict, retarget_info: dict, attribute
         "size": FACE_SIZE,
         "dims": [{"dim": int(j), "kl": round(float(kl[j]), 6)} for j in order],
         "real_faces": [{"frame": int(faces["frame"][i]) if "frame" in faces else int(i),
-                        "z": [round(float(v), 6) for v in mu[i]]} for i in pick],
+                        "z": [round(float(v), 6) for v in z]} for i, z in zip(pick, mu)],
         "attributes": attributes,
         "align": {"template": np.round(align.template(), 6).tolist(), "points": ALIGN_POINTS[align.points],
                   "left_eye": LEFT_EYE, "right_eye": RIGHT_EYE},
@@ -132,15 +117,14 @@ def page_manifest(actor: str, model, faces: dict, retarget_info: dict, attribute
 def build_page_models(model_path, faces_path, retarget_path, attributes_h5, outputs: dict, settings: dict,
                       actor: str) -> dict:
     """Rule page_models. ``outputs``: decoder, drive (ONNX), manifest (page.json). ``settings``:
-    ``calibration_seconds``, ``detect_every``, ``neutral`` (the page: section), ``gain`` (render.retarget.gain), ``attributes`` (names of the attribute
-    directions to offer), ``faces`` (the config's faces section: the crop geometry)."""
+    ``calibration_seconds``, ``detect_every``, ``neutral`` (the page: section), ``gain``
+    (render.retarget.gain), ``attributes`` (names of the attribute directions to offer), ``faces``
+    (the config's faces section: the crop geometry)."""
     from facevae.faces.io import read_faces
 
     model = load_model(model_path)
     faces = read_faces(faces_path)
     retarget = load_retarget(retarget_path)
-    from facevae.planning import settings_of
-
     names = settings_of({"edit": settings.get("attributes")})["edit"]
     attributes = attribute_directions(attributes_h5, names) if attributes_h5 else {}
     manifest = page_manifest(actor, model, faces, getattr(retarget, "info", {}), attributes,

@@ -38,15 +38,21 @@ def pca_mse(train: np.ndarray, heldout: np.ndarray, components: int) -> float:
 
 
 @torch.no_grad()
-def active_dims(model, images: np.ndarray, threshold: float = 0.01, batch: int = 256) -> int:
-    """Latent dimensions whose KL(q(z|x) || N(0, 1)), averaged over ``images``, exceeds ``threshold``."""
+def mean_kl_per_dim(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """KL(q(z|x) || N(0, 1)) of each latent dimension averaged over ``images`` (float64 (D,)): how
+    much each dimension carries."""
     model.eval()
     device = next(model.parameters()).device
     total = torch.zeros(model.config.latent_dim, dtype=torch.float64)
     for i in range(0, len(images), batch):
         mu, logvar = model.encode(images_to_tensor(images[i : i + batch], device))
         total += kl_per_dim(mu, logvar).sum(0).double().cpu()
-    return int((total / len(images) > threshold).sum())
+    return (total / len(images)).numpy()
+
+
+def active_dims(model, images: np.ndarray, threshold: float = 0.01, batch: int = 256) -> int:
+    """Latent dimensions whose KL(q(z|x) || N(0, 1)), averaged over ``images``, exceeds ``threshold``."""
+    return int((mean_kl_per_dim(model, images, batch) > threshold).sum())
 
 
 def face_share(images: np.ndarray, scale: int = 4) -> float:

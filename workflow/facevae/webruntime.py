@@ -102,7 +102,7 @@ def install_runtime(vendor: str | os.PathLike, source: Path = PAGE_SOURCE, log=N
 def copy_page_files(outdir: str | os.PathLike, source: Path = PAGE_SOURCE) -> list[Path]:
     """The page's own HTML / JS / CSS beside the actor's models."""
     out = []
-    for name in PAGE_FILES:
+    for name in PAGE_FILES:  # not facevae.atomic: it imports numpy, which envs/page.yaml does not have
         dest = Path(outdir) / name
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.copy2(source / name, tmp)
