@@ -65,3 +65,29 @@ def test_a_users_configfile_stands_alone(tmp_path):
     # A preset still lays over the user's config when both are named.
     blog = _dry_run(tmp_path / "work", mine, REPO / "presets" / "blog2017.yaml")
     assert set(re.findall(r"wildcards: (?:person|actor)=(\w+)", blog)) == {"mine"}
+
+
+def rule_resources(body: str) -> dict:
+    """``name=value`` pairs of a rule body's ``resources:`` block (numbers as int)."""
+    block = re.search(r"^\s+resources:\n((?:\s{8}\w+=.*\n)+)", body, flags=re.M)
+    if block is None:
+        return {}
+    pairs = re.findall(r"^\s+(\w+)=([^,\n]+),?$", block.group(1), flags=re.M)
+    return {key: int(value) if value.strip().isdigit() else value.strip() for key, value in pairs}
+
+
+def test_slurm_profile_and_rules_ask_for_the_same_resources():
+    """profiles/slurm's set-resources override the rules' resources on a cluster; where both name a
+    resource they must agree (the profile adds only what a cluster needs beyond it, e.g. gpu), and
+    every rule the profile names exists."""
+    import yaml
+
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    rules = {name: rule_resources(body) for _, name, body in rule_blocks()}
+    assert rules["train_vae"], "the resources regex found nothing in rule train_vae"
+    for name, asked in profile["set-resources"].items():
+        assert name in rules, f"profiles/slurm sets resources for {name!r}, which is no rule"
+        for key, value in asked.items():
+            if key in rules[name]:
+                assert rules[name][key] == value, (
+                    f"rule {name} asks {key}={rules[name][key]}, profiles/slurm says {value}")
