@@ -13,7 +13,7 @@ import torch
 
 from facevae.faces.align import AlignConfig, align_face
 from facevae.faces.io import write_track
-from facevae.faces.models import PREDICTOR_68, dlib_model
+from facevae.faces.dlib_files import PREDICTOR_68, dlib_model
 from facevae.video import probe, read_frames
 
 

@@ -22,3 +22,11 @@ def test_rule_files_plan_through_the_planning_module():
     for smk in sorted((REPO / "rules").glob("*.smk")):
         modules = set(re.findall(r"^from (facevae[\w.]*) import", smk.read_text(), flags=re.M))
         assert modules <= {"facevae.planning", "facevae.config"}, (smk.name, modules)
+
+
+def test_one_module_picks_the_plotting_backend():
+    """Only facevae/plotting.py calls matplotlib.use or imports pyplot; figures come from its pyplot()."""
+    package = REPO / "workflow" / "facevae"
+    offenders = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py")) if p.name != "plotting.py"
+                 and re.search(r"matplotlib\.use\(|import matplotlib\.pyplot", p.read_text())]
+    assert offenders == [], offenders

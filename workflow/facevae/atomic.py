@@ -88,7 +88,9 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Save a matplotlib figure as PNG atomically and close it (also when saving fails)."""
-    import matplotlib.pyplot as plt
+    from facevae.plotting import pyplot
+
+    plt = pyplot()
 
     try:
         with atomic_path(path, ".png") as tmp:

@@ -29,6 +29,7 @@ from facevae.atomic import atomic_path, save_figure, write_png, write_text
 from facevae.faces.io import read_face_array, sample_faces
 from facevae.planning import settings_of
 from facevae.sampling import evenly_spread
+from facevae.plotting import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -527,10 +528,7 @@ def build_attributes(model_path, aligned_path, faces_path, out_h5, out_probe, ou
 
 def plot_probe(path, rows: list[dict], actor: str) -> Path:
     """Bar chart: probe accuracy next to the majority-class rate for every attribute."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [r["attribute"] for r in rows]
     x = np.arange(len(rows))
@@ -627,10 +625,7 @@ def mouth_curves(model, own_faces, data, amounts, settings, align_cfg) -> list[d
 
 
 def plot_mouth(path, rows: list[dict], actor: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name in dict.fromkeys(r["direction"] for r in rows):

@@ -25,6 +25,7 @@ from facevae.faces.io import read_faces
 from facevae.modelio import pick_device
 from facevae import FACE_SIZE
 from facevae.video import VideoWriter
+from facevae.plotting import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,7 @@ def sample_grid(images: np.ndarray, rows: int, cols: int, gap: int = 2) -> np.nd
 
 def save_png(path, image: np.ndarray, metadata: dict) -> None:
     """RGB uint8 PNG with text metadata, through a temporary file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     with atomic_path(path, ".png") as tmp:
         plt.imsave(tmp, image, format="png", metadata={k: str(v) for k, v in metadata.items()})

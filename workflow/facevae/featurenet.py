@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from . import FACE_SIZE, FacevaeError
 from .atomic import save_figure, write_text
+from .plotting import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -308,10 +309,7 @@ def _evaluate(net: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, bf16: bool, b
 
 def plot_accuracy(path, names, accuracy, majority) -> None:
     """Bar chart: validation accuracy of each attribute next to its majority-class rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(12, 4))
     pos = np.arange(len(names))

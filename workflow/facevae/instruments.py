@@ -142,7 +142,7 @@ def dlib_ratios(faces: np.ndarray, align_cfg: AlignConfig, upscale: int = 4, sha
 def _descriptor_model():
     import dlib
 
-    from facevae.faces.models import DESCRIPTOR, dlib_model
+    from facevae.faces.dlib_files import DESCRIPTOR, dlib_model
 
     return dlib.face_recognition_model_v1(dlib_model(DESCRIPTOR))
 

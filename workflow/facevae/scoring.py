@@ -30,6 +30,7 @@ from facevae.atomic import save_figure, write_text
 from facevae.expression import interocular_distance, pearson, transfer_score
 from facevae.instruments import MeshInstrument, dlib_ratios, face_descriptors, identity_kept, landmark_ratios, sharpen
 from facevae.sampling import evenly_spread
+from facevae.plotting import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +215,7 @@ def write_score_outputs(outputs, meter: ScoreMeter, track, actor, driver, video,
 
 
 def plot_series(path, t, series, table, title) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
     for ax, (measure, _) in zip(axes, MEASURES):

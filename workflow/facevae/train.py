@@ -45,6 +45,7 @@ from .atomic import save_figure, write_png, write_text
 from .losses import DFCLoss, kl_divergence, kl_weight, recon_loss
 from .modelio import atomic_torch_save, pick_device, save_model, use_bf16
 from .models import DEFAULT_LATENT, ModelConfig, build_model
+from .plotting import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -644,10 +645,7 @@ def save_grid(path: str | os.PathLike, rows: list[np.ndarray], scale: int = 2) -
 
 
 def plot_losses(path: str | os.PathLike, table, meanface_mse: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.6))
     # The Bernoulli term has a large floor (the pixels' own entropy): loss and reconstruction get

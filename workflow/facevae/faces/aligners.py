@@ -88,7 +88,7 @@ class DlibAligner:
     def __init__(self, upsample: float = 1.0, detect_scale: float = 1.0, threshold: float = 0.0, device: str = "cpu"):
         import dlib
 
-        from facevae.faces.models import PREDICTOR_68, dlib_model
+        from facevae.faces.dlib_files import PREDICTOR_68, dlib_model
 
         if upsample <= 0 or detect_scale <= 0:
             raise FacevaeError(f"dlib aligner: upsample and detect_scale must be > 0 (got {upsample}, {detect_scale})")

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def _model():
     import dlib
 
-    from facevae.faces.models import DESCRIPTOR, dlib_model
+    from facevae.faces.dlib_files import DESCRIPTOR, dlib_model
 
     return dlib.face_recognition_model_v1(dlib_model(DESCRIPTOR))
 

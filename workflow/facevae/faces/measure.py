@@ -18,7 +18,7 @@ from facevae.faces.align import AlignConfig, eye_centres, template_eye_centres
 def _predictor():
     import dlib
 
-    from facevae.faces.models import PREDICTOR_68, dlib_model
+    from facevae.faces.dlib_files import PREDICTOR_68, dlib_model
 
     return dlib.shape_predictor(dlib_model(PREDICTOR_68))
 
