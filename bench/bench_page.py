@@ -84,7 +84,7 @@ def decoder_fps(session) -> float:
 
 
 def live_row(playwright, url: str, clip: Path, n_frames: int, detect_every: int) -> dict:
-    from browser_support import PageSession
+    from support.browser import PageSession
 
     args = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-video-capture={clip}"]
@@ -109,7 +109,7 @@ def live_row(playwright, url: str, clip: Path, n_frames: int, detect_every: int)
 def landmark_distance(playwright, url: str, work: Path) -> dict:
     """face-api vs dlib (the workflow's track) on every frame of the driver clip, in inter-ocular
     distances after both are aligned to the template."""
-    from browser_support import PageSession
+    from support.browser import PageSession
     from facevae.driving import normalise_landmarks
     from facevae.faces.io import DriverTrack
 
@@ -130,7 +130,7 @@ def landmark_distance(playwright, url: str, work: Path) -> dict:
 
 
 def main() -> None:
-    from browser_support import chromium_path, write_coded_y4m
+    from support.browser import chromium_path, write_coded_y4m
     from playwright.sync_api import sync_playwright
 
     folder = build()
@@ -148,7 +148,7 @@ def main() -> None:
     chromium = chromium_path()
     rows = []
     with sync_playwright() as pw:
-        from browser_support import PageSession
+        from support.browser import PageSession
 
         for isolated in (True, False):
             server, url = serve(site, isolated)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
+from support.media import REPO
 from facevae import FacevaeError
 from facevae.attributes import (
     attribute_vectors,

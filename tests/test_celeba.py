@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, deep_merge, run_snakemake
+from support.media import REPO
+from support.workflow import deep_merge, run_snakemake
 from facevae import FacevaeError
 from facevae.celeba import (
     CELEBA_ATTRIBUTES,

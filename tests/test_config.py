@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from facevae.config import ConfigError, time_to_seconds, validate, video_entry
-from conftest import REPO
+from support.media import REPO
 
 URL = "https://example.org/a.mp4"
 

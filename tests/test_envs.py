@@ -9,7 +9,7 @@ import tomllib
 import pytest
 import yaml
 
-from conftest import REPO
+from support.media import REPO
 
 
 def requirement_name(spec: str) -> str:

@@ -14,7 +14,7 @@ from facevae.explore import interpolate_latents, pick_faces, render_explore, wal
 from facevae.faces.align import template_landmarks
 from facevae.faces.io import read_track, write_faces
 from facevae.video import ffmpeg_exe, probe, read_frames
-from render_support import render_kit
+from support.render import render_kit
 
 
 def test_walk_passes_through_its_anchors_in_straight_steps():

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, run_snakemake
+from support.media import REPO
+from support.workflow import run_snakemake
 from facevae.faces.align import AlignConfig
 from facevae.faces.dataset import sample_bins
 from facevae.faces.io import read_faces, read_track

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from support.media import REPO
 from facevae.video import ffmpeg_exe
 
 pytestmark = pytest.mark.media

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import run_snakemake
+from support.workflow import run_snakemake
 from facevae import video as vid
 from facevae.config import time_to_seconds
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from browser_support import PageSession, chromium_path, playwright_module, write_coded_y4m
+from support.browser import PageSession, chromium_path, playwright_module, write_coded_y4m
 
 pytestmark = [pytest.mark.slow, pytest.mark.media]
 

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO
+from support.media import REPO
 
 HEAVY = ("torch", "cv2", "h5py", "dlib", "numpy", "pandas", "mediapipe")
 

@@ -15,7 +15,7 @@ from facevae.compose import Layout, Paster, resize_face
 from facevae.faces.io import DriverTrack, read_track
 from facevae.render import RenderConfig, render_reenactment
 from facevae.video import VideoError, VideoWriter, ffmpeg_exe, probe, read_frames
-from render_support import make_track, render_kit
+from support.render import make_track, render_kit
 
 pytestmark = pytest.mark.media
 
@@ -303,7 +303,7 @@ def test_workflow_plans_cross_reenactment_and_edits(media, tmp_path):
     vectors, paste_back adds the face-swap video; every reenact job gets what it needs."""
     import yaml
 
-    from conftest import run_snakemake
+    from support.workflow import run_snakemake
 
     celeba = media("celeba/list_attr_celeba.txt").parent
     config = {

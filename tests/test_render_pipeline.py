@@ -1,4 +1,4 @@
-"""Acceptance of the render stage on the session's real pipeline run (tests/pipeline_overrides.py):
+"""Acceptance of the render stage on the session's real pipeline run (tests/support/pipeline.py):
 d6 trained on the first 25 s of its clip, driven by tpsmm_driving.mp4 (speech, paste-back) and by
 the rest of its own clip (self-reenactment)."""
 
@@ -169,7 +169,7 @@ def test_a_driver_without_a_usable_face_stops_before_rendering(pipeline, media, 
     import shutil
     import subprocess
 
-    from conftest import run_snakemake
+    from support.workflow import run_snakemake
     from facevae.video import ffmpeg_exe
 
     work = tmp_path / "run"

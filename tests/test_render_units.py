@@ -104,7 +104,8 @@ def test_blog_preset_is_a_valid_config_layer():
     """presets/blog2017.yaml laid over config.yaml (as `--configfile config.yaml presets/blog2017.yaml` does)."""
     import yaml
 
-    from conftest import DEFAULT_CONFIG, REPO, deep_merge
+    from support.media import REPO
+    from support.workflow import DEFAULT_CONFIG, deep_merge
     from facevae.config import validate
 
     preset = yaml.safe_load((REPO / "presets" / "blog2017.yaml").read_text())
@@ -190,6 +191,6 @@ def test_bad_driving_keys_name_themselves(render, key):
 def test_blog_preset_drives_with_the_encoder():
     import yaml
 
-    from conftest import REPO
+    from support.media import REPO
 
     assert yaml.safe_load((REPO / "presets" / "blog2017.yaml").read_text())["render"]["drive"] == "encoder"

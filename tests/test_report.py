@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from support.media import REPO
 from facevae.modelio import load_model_info
 
 pytestmark = [pytest.mark.media, pytest.mark.slow]

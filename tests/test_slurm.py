@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from support.media import REPO
 
 ENABLED = os.environ.get("FACEVAE_SLURM_TEST") == "1"
 pytestmark = [

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from support.media import REPO
 from facevae import FacevaeError
 from facevae.config import ConfigError, validate
 from facevae.faces.io import read_track, write_faces

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from support.media import REPO
 from facevae.celeba import read_aligned
 from facevae.faces.io import read_track, write_faces
 from facevae.featurenet import FeatureExtractor, load_feature_net, split_by_identity, train_feature_net
@@ -101,7 +101,7 @@ def test_featurenet_schema_defaults_are_the_library_defaults():
     """One source of defaults: the featurenet schema fills in exactly featurenet.DEFAULTS."""
     import yaml
 
-    from conftest import REPO
+    from support.media import REPO
     from facevae.config import validate
     from facevae.featurenet import DEFAULTS
 
