@@ -8,6 +8,7 @@ import torch
 
 from facevae import FacevaeError
 from facevae.driving import (
+    READOUT_MIN_R,
     LandmarkRetarget,
     RetargetSettings,
     export_onnx,
@@ -18,8 +19,9 @@ from facevae.driving import (
     retarget_shapes,
     save_retarget,
     shape_features,
+    shape_openings,
 )
-from facevae.expression import LEFT_EYE, RIGHT_EYE, mouth_open_ratio
+from facevae.expression import EYELIDS, LEFT_EYE, RIGHT_EYE, eye_open_ratio, mouth_open_ratio
 from facevae.faces.align import template_landmarks
 
 TEMPLATE = template_landmarks(64)
@@ -168,3 +170,80 @@ def test_onnx_export_gives_the_same_codes(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(z, module(torch.from_numpy(driver), torch.from_numpy(neutral)).numpy(), atol=1e-4)
     assert isinstance(module, LandmarkRetarget) and z.shape == (len(driver), 5)
+
+
+def _blinking_actor(n=400, latent=6, seed=1):
+    """An actor who blinks in 3% of its frames, always with the mouth open; its code is a known
+    linear function of the eye and mouth openings (as measured on each frame's shape)."""
+    rng = np.random.default_rng(seed)
+    mouth = np.clip(np.sin(np.arange(n) / 7) * 0.25 + 0.2, 0, None)
+    closed = np.zeros(n)
+    closed[rng.choice(np.flatnonzero(mouth > 0.3), n * 3 // 100, replace=False)] = 0.9
+    shapes = np.stack([close_eyes(face(1 + rng.normal(0, 0.05), rng.normal(0, 1, 2), m), c) for m, c in zip(mouth, closed)])
+    shapes += rng.normal(0, 0.05, shapes.shape)
+    openings = np.stack([eye_open_ratio(shapes), mouth_open_ratio(shapes)], axis=1)
+    mix = rng.normal(0, 1, (2, latent))
+    return shapes, openings @ mix + rng.normal(0, 0.002, (n, latent)), mix
+
+
+def close_eyes(lm, amount):
+    """Upper eyelids moved ``amount`` of the way to the lower ones."""
+    lm = lm.copy()
+    for upper, lower in EYELIDS:
+        lm[upper] += amount * (lm[lower] - lm[upper])
+    return lm
+
+
+def test_shape_openings_are_the_expression_ratios():
+    shapes, _, _ = _blinking_actor(n=40)
+    got = shape_openings(torch.from_numpy(shapes)).numpy()
+    np.testing.assert_allclose(got, np.stack([eye_open_ratio(shapes), mouth_open_ratio(shapes)], axis=1), rtol=1e-12)
+
+
+def test_readout_carries_a_blink_the_kernel_map_averages_away():
+    """The actor's code is linear in its openings, so the code's eye coordinate is known. A stranger
+    blinks with the mouth closed, which the actor never did: the kernel map alone answers with its
+    nearest faces (closed mouth, open eyes); with the read-out the code's eye coordinate lands on the
+    retargeted shape's eye opening."""
+    shapes, mu, mix = _blinking_actor()
+    plain, _ = fit_retarget(shapes, mu, RetargetSettings(readout=False))
+    steered, report = fit_retarget(shapes, mu, RetargetSettings())
+    assert report["readout"] and report["readout_eye_r"] > 0.99 and report["readout_mouth_r"] > 0.99
+    stranger = np.stack([close_eyes(face(1.3, (4, -2)), c) for c in (0.0, 0.0, 0.0, 0.9)])
+    neutral = neutral_shape(normalise_landmarks(stranger))
+    target = eye_open_ratio(retarget_shapes(normalise_landmarks(stranger), neutral, steered.actor_neutral.numpy()))
+    eye_of = lambda z: np.linalg.lstsq(mix.T, z.T, rcond=None)[0][0]  # noqa: E731
+    plain_eye, steered_eye = eye_of(plain.drive(stranger, neutral)), eye_of(steered.drive(stranger, neutral))
+    open_eye = target[0]
+    assert abs(steered_eye[3] - target[3]) < 0.1 * (open_eye - target[3]), (steered_eye, target)
+    assert abs(plain_eye[3] - target[3]) > 2 * abs(steered_eye[3] - target[3]), (plain_eye, steered_eye, target)
+    np.testing.assert_allclose(steered_eye[:3], open_eye, atol=0.1 * (open_eye - target[3]))  # open stays open
+
+
+def test_readout_off_and_version_1_maps_have_no_step(tmp_path):
+    shapes, mu, _ = _blinking_actor(n=120)
+    module, report = fit_retarget(shapes, mu, RetargetSettings(readout=False))
+    assert not module.has_readout and report["readout"] is False
+    path = save_retarget(tmp_path / "plain.pt", module)
+    blob = torch.load(path, weights_only=True)
+    for key in ("readout_w", "readout_y", "readout_steps"):  # what a version-1 file lacks
+        blob["state"].pop(key)
+    blob["version"] = 1
+    torch.save(blob, tmp_path / "v1.pt")
+    old = load_retarget(tmp_path / "v1.pt")
+    assert not old.has_readout
+    np.testing.assert_array_equal(old.drive(shapes[:9], module.actor_neutral.numpy()), module.drive(shapes[:9], module.actor_neutral.numpy()))
+    with pytest.raises(FacevaeError, match="render.retarget.readout"):
+        RetargetSettings(readout="yes")
+
+
+def test_an_opening_the_code_does_not_carry_gets_no_step():
+    """The code follows only the eyes (the mouth moves but mu ignores it, as lp_d3's mouth in its
+    9 s looking down): the mouth's held-out r is near 0, so only the eye step is kept."""
+    shapes, _, mix = _blinking_actor()
+    eyes = eye_open_ratio(shapes)
+    mu = (eyes - eyes.mean())[:, None] * mix[:1] + np.random.default_rng(3).normal(0, 0.002, (len(shapes), mix.shape[1]))
+    module, report = fit_retarget(shapes, mu)
+    assert report["readout_eye"] and report["readout_eye_r"] > 0.9
+    assert not report["readout_mouth"] and abs(report["readout_mouth_r"]) < READOUT_MIN_R, report
+    np.testing.assert_array_equal(module.readout_steps[1].numpy(), 0.0)

@@ -137,10 +137,11 @@ def test_self_reenactment_follows_the_mouth(run):
     assert mesh.pearson > mesh.circular_p95 and mesh.pearson >= SELF_MESH_BAR, table
 
 
-# Measured on this pipeline's config (d6 trained on 277 faces of its first 25 s, driven by
-# tpsmm_driving.mp4): face-mesh mouth-opening r for train.seed 0 / 1 / 2 (the retrieval baseline:
-# 0.604; circular-shift p95 0.26-0.30). The bar sits 0.1 below the lowest.
-CROSS_SEEDS = (0.532, 0.543, 0.597)
+# Measured on this pipeline's config (d6 trained on its first 25 s -- 375 faces, the map fits all -- driven by
+# tpsmm_driving.mp4), with the retargeting map's read-out step (render.retarget.readout, the
+# default): face-mesh mouth-opening r for train.seed 0 / 1 / 2 (without the step: 0.511 for seed 0;
+# the retrieval baseline: 0.619; circular-shift p95 0.23-0.27). The bar sits 0.1 below the lowest.
+CROSS_SEEDS = (0.601, 0.536, 0.631)
 CROSS_MOUTH_BAR = round(min(CROSS_SEEDS) - 0.1, 2)
 
 

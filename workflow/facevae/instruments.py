@@ -147,6 +147,14 @@ def _descriptor_model():
     return dlib.face_recognition_model_v1(dlib_model(DESCRIPTOR))
 
 
+def mean_descriptor(faces: np.ndarray, align_cfg: AlignConfig, upscale: int = 4, most: int = 100) -> np.ndarray:
+    """(128,) mean dlib descriptor of up to ``most`` evenly spread faces (a person's identity
+    reference: the reenact job computes the actor's once, for render.drive auto and the score)."""
+    from facevae.sampling import evenly_spread
+
+    return face_descriptors(faces[evenly_spread(len(faces), most)], align_cfg, upscale).mean(axis=0)
+
+
 def face_descriptors(faces: np.ndarray, align_cfg: AlignConfig, upscale: int = 4) -> np.ndarray:
     """(N, 128) float32 dlib descriptors of aligned faces, each enlarged ``upscale`` times.
 

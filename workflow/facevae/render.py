@@ -36,6 +36,7 @@ from facevae import video as vid
 from facevae.compose import INTERPOLATIONS, Layout, Paster, letterbox, match_color, parse_color, resize_face, write_sheet
 from facevae.driving import DRIVES, drive_track
 from facevae.faces.io import DriverTrack, read_faces
+from facevae.instruments import mean_descriptor
 from facevae.modelio import Codec, pick_device
 from facevae import FACE_SIZE
 from facevae.scoring import ScoreMeter, retrieval_index, write_score_outputs
@@ -234,9 +235,12 @@ def render_reenactment(
             raise FacevaeError("the reenactment score needs the actor's training faces (results/faces/{actor}.h5)")
         actor_faces = read_faces(faces_path) if faces_path is not None else None
         t0 = time.perf_counter()
-        z, drive_info = drive_track(cfg.drive, codec, track, retarget_path, cfg.retarget,
-                                    None if actor_faces is None else actor_faces["data"], cfg.same_person_distance,
-                                    cfg.score_upscale)
+        # The actor's identity reference, once: render.drive auto and the score both compare with it.
+        actor_descriptor = None
+        if actor_faces is not None and (score or cfg.drive == "auto"):
+            actor_descriptor = mean_descriptor(actor_faces["data"], track.align_config(FACE_SIZE), cfg.score_upscale)
+        z, drive_info = drive_track(cfg.drive, codec, track, retarget_path, cfg.retarget, actor_descriptor,
+                                    cfg.same_person_distance, cfg.score_upscale)
         z = smooth_latents(z, kept, cfg.smooth)
         if cfg.edit:
             z = (z + edit_vector(attributes_path, cfg.edit, model.config.latent_dim)).astype(np.float32)
@@ -265,7 +269,7 @@ def render_reenactment(
         if score:
             if "landmarks" not in actor_faces:
                 raise FacevaeError(f"{faces_path} has no landmarks: the score's retrieval baseline needs faces made by the faces stage")
-            meter = ScoreMeter(n, align64, cfg, actor_faces["data"])
+            meter = ScoreMeter(n, align64, cfg, actor_descriptor)
             baseline = np.zeros(n, np.int64)
             if kept.any():
                 baseline[kept] = retrieval_index(actor_faces["landmarks"], np.asarray(track.landmarks[:])[kept])

@@ -29,7 +29,6 @@ import numpy as np
 from facevae.atomic import save_figure, write_text
 from facevae.expression import interocular_distance, pearson, transfer_score
 from facevae.instruments import MeshInstrument, dlib_ratios, face_descriptors, identity_kept, landmark_ratios, sharpen
-from facevae.sampling import evenly_spread
 from facevae.plotting import pyplot
 
 log = logging.getLogger(__name__)
@@ -74,11 +73,11 @@ def jitter(series: np.ndarray, reference: np.ndarray) -> float:
 class ScoreMeter:
     """Every per-frame measure of one render; feed it with :meth:`add`, read it with :meth:`table`.
 
-    ``actor_faces`` (the actor's training faces) give the identity reference: the mean descriptor
-    of up to ``reference_faces`` of them, evenly spread. ``cfg`` is a RenderConfig (read:
+    ``actor_descriptor`` is the identity reference: the actor's mean descriptor
+    (:func:`facevae.instruments.mean_descriptor` of its training faces). ``cfg`` is a RenderConfig (read:
     ``score_upscale``, ``score_sharpen``, ``score_identity_every``, ``score_identity_threshold``)."""
 
-    def __init__(self, n: int, align_cfg, cfg, actor_faces: np.ndarray, reference_faces: int = 100):
+    def __init__(self, n: int, align_cfg, cfg, actor_descriptor: np.ndarray):
         self.n, self.align, self.cfg = int(n), align_cfg, cfg
         self.mesh = MeshInstrument(cfg.score_upscale)
         nan = lambda: np.full(self.n, np.nan)  # noqa: E731
@@ -91,8 +90,7 @@ class ScoreMeter:
         self.series["identity_actor_distance"] = nan()
         self.series["identity_driver_distance"] = nan()
         self.kept = np.zeros(self.n, bool)
-        sample = actor_faces[evenly_spread(len(actor_faces), reference_faces)]
-        self.actor_descriptor = face_descriptors(sample, align_cfg, cfg.score_upscale).mean(axis=0)
+        self.actor_descriptor = np.asarray(actor_descriptor, np.float64)
         self._rendered_desc: dict[int, np.ndarray] = {}
         self._driver_desc: list[np.ndarray] = []
 
