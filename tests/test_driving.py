@@ -161,7 +161,8 @@ def test_module_survives_save_and_load(tmp_path, kind):
 def test_onnx_export_gives_the_same_codes(tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a project dependency; install with make install")
     shapes, mu, _ = _synthetic_actor(latent=5)
-    module, _ = fit_retarget(shapes, mu)  # the default: kernel map on local features
+    module, _ = fit_retarget(shapes, mu)  # the default: kernel map on local features, read-out step
+    assert module.has_readout
     path = export_onnx(module, tmp_path / "retarget.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     driver = (shapes[::13] * 0.9 + 2).astype(np.float32)

@@ -20,16 +20,27 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from dataclasses import replace
 from pathlib import Path
 
+import cv2
+import h5py
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from facevae import FACE_SIZE, FacevaeError
 from facevae.atomic import atomic_path, save_figure, write_png, write_text
+from facevae.celeba import read_aligned
+from facevae.expression import interocular_distance, mouth_open_ratio
+from facevae.faces.align import AlignConfig
 from facevae.faces.io import read_face_array, sample_faces
+from facevae.faces.measure import crop_landmarks
+from facevae.modelio import decode, encode, load_model
 from facevae.planning import settings_of
-from facevae.sampling import evenly_spread
 from facevae.plotting import pyplot
+from facevae.sampling import evenly_spread
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +137,6 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: np.ndarray, max_iter: int = 
     """Independent L2-regularised logistic regressions, one per column of ``y`` (N, K) in {0,1},
     on standardised ``x`` (N, D), fitted jointly (full batch L-BFGS, float64: deterministic).
     ``l2`` (K,) is each column's penalty. Returns (W (D, K), b (K,))."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: threads only add synchronisation (and spin on a busy machine)
     try:
@@ -137,8 +146,6 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: np.ndarray, max_iter: int = 
 
 
 def _fit_logistic_torch(x, y, l2, max_iter):
-    import torch
-
     X = torch.as_tensor(x, dtype=torch.float64)
     Y = torch.as_tensor(y, dtype=torch.float64)
     lam = torch.as_tensor(np.broadcast_to(l2, (Y.shape[1],)).copy(), dtype=torch.float64)
@@ -235,8 +242,6 @@ def probe(
 
 def mouth_width_ratio(landmarks) -> np.ndarray:
     """Distance between the mouth corners (points 48 and 54) / inter-ocular distance; (N, 68, 2) -> (N,)."""
-    from facevae.expression import interocular_distance
-
     lm = np.asarray(landmarks, dtype=np.float64)
     width = np.linalg.norm(lm[..., MOUTH_CORNERS[1], :] - lm[..., MOUTH_CORNERS[0], :], axis=-1)
     iod = interocular_distance(lm)
@@ -246,8 +251,6 @@ def mouth_width_ratio(landmarks) -> np.ndarray:
 
 def edit_faces(model, latent: np.ndarray, direction: np.ndarray, amounts) -> np.ndarray:
     """Decode ``latent + a * direction`` for every amount: uint8 (len(amounts), N, 64, 64, 3)."""
-    from facevae.modelio import decode
-
     latent = np.asarray(latent, dtype=np.float32)
     direction = np.asarray(direction, dtype=np.float32)
     z = np.concatenate([latent + np.float32(a) * direction for a in amounts])
@@ -259,9 +262,6 @@ def mouth_curve(model, latent: np.ndarray, direction: np.ndarray, amounts, cfg) 
     """Mean mouth width and opening (landmarks re-measured on the decoded faces) per amount.
 
     Returns {"width": (A,), "open": (A,), "width_all": (A, N), "measured": (A,) faces measured}."""
-    from facevae.expression import mouth_open_ratio
-    from facevae.faces.measure import crop_landmarks
-
     faces = edit_faces(model, latent, direction, amounts)
     a, n = faces.shape[:2]
     lm = crop_landmarks(faces.reshape(a * n, *faces.shape[2:]), cfg).reshape(a, n, 68, 2)
@@ -282,8 +282,6 @@ def random_direction(norm: float, dim: int, seed: int) -> np.ndarray:
 
 
 def _label(tile_width: int, height: int, text: str, scale: float = 0.4) -> np.ndarray:
-    import cv2
-
     strip = np.full((height, tile_width, 3), 255, np.uint8)
     size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0]
     while size[0] > tile_width - 4 and scale > 0.25:  # a long title shrinks to fit
@@ -299,8 +297,6 @@ def grid_image(blocks: list[tuple[str, np.ndarray]], column_labels: list[str], t
 
     ``blocks``: (name, faces uint8 (rows, columns, S, S, 3)); each block's name is drawn on a strip
     above its rows. ``column_labels`` name the columns; ``title`` goes on top."""
-    import cv2
-
     columns = blocks[0][1].shape[1]
     s = blocks[0][1].shape[2] * scale
     width = columns * s
@@ -323,8 +319,6 @@ def edit_grid(model, rows: list[tuple[str, np.ndarray]], direction: np.ndarray, 
               originals: bool = True) -> np.ndarray:
     """A grid for one direction: for each block of (name, faces uint8 (N, 64, 64, 3)), rows of
     faces, the input face first (when ``originals``) then the decoded face with each amount added."""
-    from facevae.modelio import encode
-
     blocks = []
     for name, faces in rows:
         if len(faces) == 0:
@@ -345,8 +339,6 @@ def _amount_label(a: float) -> str:
 
 
 def _resize_faces(faces: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
     if faces.shape[1] == size:
         return faces
     return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces])
@@ -358,10 +350,6 @@ def _resize_faces(faces: np.ndarray, size: int) -> np.ndarray:
 def encode_file(model, path, key: str = "data", block: int = 4096) -> np.ndarray:
     """``mu`` of every face of an HDF5 dataset, read ``block`` faces at a time (full CelebA does not
     have to fit in memory as images), resized to the model's 64 px when needed."""
-    import h5py
-    from tqdm import tqdm
-
-    from facevae.modelio import encode
 
     out = []
     with h5py.File(path, "r") as f:
@@ -377,8 +365,6 @@ def to_model_size(faces: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
 
 def write_attributes_h5(path: str | os.PathLike, data: dict, attrs: dict) -> Path:
     """Write ``results/attributes/{actor}.h5`` atomically. String arrays become UTF-8 datasets."""
-    import h5py
-
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for key, value in data.items():
@@ -394,8 +380,6 @@ def write_attributes_h5(path: str | os.PathLike, data: dict, attrs: dict) -> Pat
 
 def read_attributes_h5(path: str | os.PathLike) -> dict:
     """``results/attributes/{actor}.h5`` as a dict of numpy arrays (strings decoded) plus ``attrs``."""
-    from facevae.celeba import read_aligned
-
     return read_aligned(path)
 
 
@@ -453,10 +437,6 @@ def build_attributes(model_path, aligned_path, faces_path, out_h5, out_probe, ou
                      actor: str) -> dict:
     """Rule ``attributes_vectors``: encode aligned CelebA with the actor's model; write the vectors,
     the orthogonalised and principal directions (``out_h5``) and the identity-split probe table."""
-    import time
-
-    from facevae.celeba import read_aligned
-    from facevae.modelio import encode, load_model
 
     started = time.time()
     settings = settings_of(settings)
@@ -551,8 +531,6 @@ def build_edits(model_path, attributes_h5, faces_path, drivers: dict[str, list[s
     (``orth_{A}.png``), principal-direction traversals (``pca_{k}.png``) and the mouth-width curves
     (``mouth.tsv``, ``mouth.png``) of one actor. ``drivers`` maps a driver name to its face files
     (tracks or blog-format HDF5)."""
-    from facevae.modelio import load_model
-
     settings = settings_of(settings)
     outdir = Path(outdir)
     model = load_model(model_path)
@@ -595,8 +573,6 @@ def build_edits(model_path, attributes_h5, faces_path, drivers: dict[str, list[s
 
 def mouth_curves(model, own_faces, data, amounts, settings, align_cfg) -> list[dict]:
     """Mouth width/opening vs amount for the Smiling vector and random vectors of its norm."""
-    from facevae.modelio import encode
-
     faces = own_faces[evenly_spread(len(own_faces), int(settings["mouth_faces"]))]
     mu = encode(model, faces)
     smile = vector_of(data, "Smiling")
@@ -647,8 +623,5 @@ def plot_mouth(path, rows: list[dict], actor: str) -> Path:
 
 def decoded_face_geometry(faces_cfg: dict | None):
     """The AlignConfig of the faces a model decodes: the config's template at 64 px."""
-    from dataclasses import replace
-
-    from facevae.faces.align import AlignConfig
 
     return replace(AlignConfig.from_config(faces_cfg or {}), size=FACE_SIZE)

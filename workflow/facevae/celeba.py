@@ -22,14 +22,20 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
+import h5py
 import numpy as np
+from tqdm import tqdm
 
 from facevae import FacevaeError
 from facevae.atomic import atomic_path, write_png
+from facevae.faces.align import AlignConfig, align_face
+from facevae.faces.aligners import aligner_kwargs, from_scaled, make_aligner
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +159,6 @@ def read_identities(path: str | os.PathLike) -> dict[str, int]:
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray | None:
     """An image file as uint8 H x W x 3 RGB, or None when it cannot be decoded."""
-    import cv2
-
     data = np.fromfile(str(path), dtype=np.uint8)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
@@ -179,9 +183,6 @@ def pick_face(faces, width: int, height: int):
 def detect_upsampled(aligner, rgb: np.ndarray, widths=DEFAULT_DETECT_WIDTHS):
     """Detect on ``rgb`` resized to each width in turn (never smaller than it is) until a face is
     found. Returns (face with box/landmarks in ``rgb``'s pixels, the scale used) or (None, None)."""
-    import cv2
-
-    from facevae.faces.aligners import from_scaled
 
     h, w = rgb.shape[:2]
     tried = set()
@@ -221,12 +222,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(aligner_name: str, aligner_kw: dict, cfg_dict: dict, widths) -> None:
-    from facevae.faces.align import AlignConfig
-    from facevae.faces.aligners import make_aligner
-
     try:  # the parent owns the cores: one thread of OpenCV/torch per worker process
-        import cv2
-
         cv2.setNumThreads(1)
     except Exception:  # noqa: BLE001 - only a speed hint
         pass
@@ -237,8 +233,6 @@ def _init_worker(aligner_name: str, aligner_kw: dict, cfg_dict: dict, widths) ->
 
 def _align_one(path: str):
     """(crop, landmarks, None, size) or (None, None, reason, size) for one image file."""
-    from facevae.faces.align import align_face
-
     if not os.path.isfile(path):
         return None, None, "file missing", None
     rgb = read_rgb(path)
@@ -272,9 +266,6 @@ def align_celeba(
     ``workers`` processes forked from this one (which builds the aligner) share the list. Images without a detectable
     face, missing or undecodable ones are returned in ``rejected`` with the reason.
     """
-    from dataclasses import asdict
-
-    from tqdm import tqdm
 
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
@@ -356,8 +347,6 @@ def write_aligned(
     attrs: dict,
 ) -> Path:
     """Write ``results/celeba/aligned.h5`` (interface 4) atomically: a temp file beside it, then rename."""
-    import h5py
-
     out = Path(out)
     kept_files = [filenames[i] for i in aligned.index]
     identity = np.array([(identities or {}).get(name, -1) for name in kept_files], dtype=np.int64)
@@ -381,8 +370,6 @@ def write_aligned(
 def read_aligned(path: str | os.PathLike, skip: tuple[str, ...] = ()) -> dict:
     """``aligned.h5`` as a dict of numpy arrays (strings decoded) plus ``attrs``; datasets named in
     ``skip`` (e.g. ``data``, to read the faces in slices) are left out."""
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise FacevaeError(f"aligned CelebA file {path} not found")
@@ -438,14 +425,9 @@ def prepare(celeba_cfg: dict) -> tuple[list[str], list[str], np.ndarray, dict[st
 def build_aligned(celeba_cfg: dict, faces_cfg: dict, out_h5, out_sheet=None, out_rejected=None,
                   workers: int = 1, min_aligned: float | None = None) -> dict:
     """The whole ``celeba_align`` rule: read the lists, align, check, write the outputs. Returns counts."""
-    import time
-
-    from facevae.faces.align import AlignConfig
 
     started = time.time()
     names, filenames, values, identities = prepare(celeba_cfg)
-    from facevae.faces.aligners import aligner_kwargs
-
     cfg = AlignConfig.from_config(faces_cfg)
     aligner_kw = aligner_kwargs(faces_cfg or {})
     aligner_name = aligner_kw.pop("name")
@@ -489,8 +471,6 @@ def build_aligned(celeba_cfg: dict, faces_cfg: dict, out_h5, out_sheet=None, out
 
 def write_rejected_sheet(path, image_dir, rejected, columns: int = 12, height: int = 109) -> Path:
     """A contact sheet of the first rejected images (resized to ``height``), so a user can see why."""
-    import cv2
-
     tiles = []
     for name, _ in rejected[: columns * 4]:
         rgb = read_rgb(Path(image_dir) / name)

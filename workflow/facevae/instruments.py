@@ -149,9 +149,12 @@ def _descriptor_model():
 
 def mean_descriptor(faces: np.ndarray, align_cfg: AlignConfig, upscale: int = 4, most: int = 100) -> np.ndarray:
     """(128,) mean dlib descriptor of up to ``most`` evenly spread faces (a person's identity
-    reference: the reenact job computes the actor's once, for render.drive auto and the score)."""
+    reference: the reenact job computes the actor's once, for render.drive auto and the score);
+    NaN for no faces."""
     from facevae.sampling import evenly_spread
 
+    if len(faces) == 0:
+        return np.full(128, np.nan, np.float32)
     return face_descriptors(faces[evenly_spread(len(faces), most)], align_cfg, upscale).mean(axis=0)
 
 

@@ -234,11 +234,11 @@ def render_reenactment(
         if score and faces_path is None:
             raise FacevaeError("the reenactment score needs the actor's training faces (results/faces/{actor}.h5)")
         actor_faces = read_faces(faces_path) if faces_path is not None else None
-        t0 = time.perf_counter()
         # The actor's identity reference, once: render.drive auto and the score both compare with it.
         actor_descriptor = None
         if actor_faces is not None and (score or cfg.drive == "auto"):
             actor_descriptor = mean_descriptor(actor_faces["data"], track.align_config(FACE_SIZE), cfg.score_upscale)
+        t0 = time.perf_counter()
         z, drive_info = drive_track(cfg.drive, codec, track, retarget_path, cfg.retarget, actor_descriptor,
                                     cfg.same_person_distance, cfg.score_upscale)
         z = smooth_latents(z, kept, cfg.smooth)

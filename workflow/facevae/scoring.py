@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
 from facevae.atomic import save_figure, write_text
 from facevae.expression import interocular_distance, pearson, transfer_score
@@ -135,8 +136,6 @@ class ScoreMeter:
 
     def table(self, seed: int = 0, permutations: int = 1000):
         """One row per (instrument, measure); see the module docstring for the columns."""
-        import pandas as pd
-
         s = self.series
         ident = self.identity()
         kept_frames = int(self.kept.sum())
@@ -190,8 +189,6 @@ def write_score_outputs(outputs, meter: ScoreMeter, track, actor, driver, video,
     """The score TSV, per-frame series TSV and plot that ``outputs`` names; returns a summary
     ``{instrument: {measure: {...}}, "identity_kept": ...}``. ``cfg`` is a RenderConfig; ``method``
     the driving method used (``render.drive`` auto resolves to encoder or retarget per video)."""
-    import pandas as pd
-
     table = meter.table(cfg.seed, cfg.score_permutations)
     method = method or cfg.drive
     label = f"auto: {method}" if cfg.drive == "auto" else method

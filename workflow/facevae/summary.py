@@ -15,6 +15,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
+from facevae.modelio import load_model_info
+
 SCORE_COLUMNS = ("drive", "instrument", "measure", "pearson", "baseline_pearson", "circular_p95", "scored_share",
                  "identity_kept")
 SUMMARY_COLUMNS = ("actor", "faces_frames", "faces_kept", "epochs", "heldout_mse", "meanface_mse", "heldout_vs_meanface",
@@ -24,8 +28,6 @@ SUMMARY_COLUMNS = ("actor", "faces_frames", "faces_kept", "epochs", "heldout_mse
 
 def score_table(score_path):
     """The short form of one score TSV (columns :data:`SCORE_COLUMNS`, one row per instrument and measure)."""
-    import pandas as pd
-
     table = pd.read_csv(score_path, sep="\t")
     return table[list(SCORE_COLUMNS)]
 
@@ -38,9 +40,6 @@ def _pair_of(score_path: str) -> tuple[str, str, str]:
 def run_summary(counts: list, metrics: list, models: list, scores: list):
     """``results/summary.tsv`` from :func:`summary_inputs`' files (same order): one row per
     reenactment (its actor's columns repeated), and one row for each actor no one drives."""
-    import pandas as pd
-
-    from facevae.modelio import load_model_info
 
     per_actor = {}
     for count_path, metrics_path, model_path in zip(counts, metrics, models):
