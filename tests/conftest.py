@@ -50,9 +50,19 @@ def pipeline(tmp_path_factory, media_server, media):
     return {"workdir": workdir, "config": config, "result": result, "server": media_server}
 
 
+# Real runs -- Snakemake workflows, downloads through the loopback server, training, tracking
+# clips, a browser -- are slow; ``pytest -m "not slow"`` is the inner loop of the rest (units,
+# config, planning, driving maths, exports: about a minute on two cores, see README).
+SLOW_FIXTURES = {"pipeline", "media_server", "kit"}
+SLOW_MODULES = {"test_attributes", "test_celeba", "test_explore", "test_faces_fa", "test_faces_video", "test_faults",
+                "test_ingest", "test_page", "test_render", "test_render_pipeline", "test_report", "test_slurm",
+                "test_train", "test_train_featurenet"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test that needs the session's pipeline run is slow (the run takes minutes), so
-    ``pytest -m "not slow"`` is the inner loop without it."""
+    """Mark what needs a real run slow: tests using the session's pipeline run, the media server or
+    the renderer's kit, and the modules made of real runs (SLOW_MODULES)."""
     for item in items:
-        if "pipeline" in getattr(item, "fixturenames", ()):
+        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
