@@ -375,6 +375,7 @@ async function stepThrough(url, fps) {
   await new Promise((ok, fail) => { video.onloadeddata = ok; video.onerror = () => fail(new Error(`cannot read ${url}`)); });
   resetLive();
   const mode = live.neutralMode;
+  const keepLog = live.keepLog;
   live.neutralMode = "calibration"; // the exact comparison: one neutral, from the calibration window
   live.keepLog = true;
   live.log = [];
@@ -393,6 +394,7 @@ async function stepThrough(url, fps) {
     entry.image = Array.from(await decode(entry.z), (v) => Math.round(v * 255));
   }
   live.neutralMode = mode;
+  live.keepLog = keepLog; // back to the page's own setting (?log): live use keeps a bounded log
   return live.log;
 }
 

@@ -349,7 +349,8 @@ def sample_faces(files: list[str], n: int) -> np.ndarray:
         where += [(path, int(r)) for r in rows]
     picked = [where[i] for i in evenly_spread(len(where), n)]
     out = []
-    for path, row in picked:
+    for path in dict.fromkeys(p for p, _ in picked):  # one read per file, in the files' order
         with h5py.File(path, "r") as f:
-            out.append(f["crops" if "crops" in f else "data"][row])
-    return np.stack(out) if out else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
+            dataset = "crops" if "crops" in f else "data"
+        out.append(read_rows(path, [row for p, row in picked if p == path], dataset))
+    return np.concatenate(out) if out else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
