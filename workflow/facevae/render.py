@@ -261,7 +261,6 @@ def render_reenactment(
                              metadata={"comment": description})
         paste_writer = None
         frames_iter = read_frames(video_path) if need_frames else None
-        last_frame = None
         sheet_at = set(np.linspace(0, max(n - 1, 0), 6).round().astype(int).tolist()) if outputs.get("sheet") else set()
         sheet_frames = []
         align64 = track.align_config(FACE_SIZE)
@@ -283,12 +282,12 @@ def render_reenactment(
                 transforms = track.transforms[start:stop]
                 frames = []
                 if frames_iter is not None:
-                    for _ in range(stop - start):
+                    for i in range(start, stop):
                         frame = next(frames_iter, None)
-                        if frame is None:  # the decoder gave fewer frames than the track: repeat the last
-                            frame = frames[-1] if frames else last_frame
+                        if frame is None:  # the tracker's decoder gave it n frames: the video changed since
+                            raise FacevaeError(f"{video_path} has {i} frames, its track {track_path} {n} rows: the video "
+                                               "changed after tracking; rebuild the track (snakemake --forcerun faces_track)")
                         frames.append(frame)
-                        last_frame = frame
                 timings.read += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 keep = kept[start:stop]

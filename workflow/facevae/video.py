@@ -1,5 +1,6 @@
 """ffmpeg helpers shared by every stage: where the binary is, probing, trimming, re-encoding, and
-streaming RGB frames in (:func:`read_frames`) and out (:class:`VideoWriter`, with muxed audio).
+streaming RGB frames in (:func:`read_frames`, OpenCV's decoder: the tracker's and the renderer's)
+and out (:class:`VideoWriter`, with muxed audio).
 
 imageio-ffmpeg ships a static ffmpeg under another file name and no ffprobe, so probing reads
 ffmpeg's own report of a fast demux-only pass (``-c copy -f null``): it gives the stream layout,
@@ -245,8 +246,8 @@ def to_portable_mp4(
 
 
 # ------------------------------------------------------------------------------- frame streams
-# numpy (and facevae.atomic, which imports it) are imported inside these functions, not at the
-# top: the ingest rules import this module in envs/ingest.yaml, which has no numpy.
+# numpy, cv2 (and facevae.atomic, which imports numpy) are imported inside these functions, not
+# at the top: the ingest rules import this module in envs/ingest.yaml, which has neither.
 
 
 def fps_text(fps: float) -> str:
@@ -342,16 +343,38 @@ class VideoWriter:
         return False
 
 
-def read_frames(path) -> Iterator[np.ndarray]:
-    """Decoded RGB frames of a video, streamed (imageio-ffmpeg), as H x W x 3 uint8 arrays."""
-    import imageio_ffmpeg
-    import numpy as np
+def open_capture(path, threads: int | None = None):
+    """OpenCV's FFmpeg capture of ``path``; ``threads`` limits the decoder's threads (the tracker's
+    workers already use every core). A video OpenCV cannot open is one FacevaeError naming it."""
+    import cv2
 
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    w, h = meta["size"]
+    if threads:
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, int(threads)])
+        if cap.isOpened():
+            return cap
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise FacevaeError(f"{path}: OpenCV cannot open this video")
+    return cap
+
+
+def read_frames(path, start: int = 0, stop: int | None = None, threads: int | None = None) -> Iterator[np.ndarray]:
+    """The one frame decoder: frames ``[start, stop)`` of a video as RGB H x W x 3 uint8 arrays,
+    streamed. The tracker reads a driver with it and the renderer reads the same video with it
+    again, so a track's row i and the renderer's frame i are the same decoded frame (frames before
+    ``start`` are only demuxed and decoded, not converted)."""
+    import cv2
+
+    cap = open_capture(path, threads)
     try:
-        for raw in reader:
-            yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
+        index = 0
+        while index < start and cap.grab():
+            index += 1
+        while stop is None or index < stop:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            index += 1
     finally:
-        reader.close()
+        cap.release()

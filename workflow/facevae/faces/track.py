@@ -41,6 +41,7 @@ from facevae.faces import identity as ident
 from facevae.faces.align import AlignConfig, align_face, face_box_in_frame, similarity_scale, transform_points
 from facevae.faces.aligners import DLIB_MIN_FACE, aligner_kwargs, make_aligner
 from facevae.faces.measure import blur_scores, head_pose
+from facevae.video import open_capture, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -226,20 +227,8 @@ class FrameTracker:
 # --- worker ------------------------------------------------------------------------------------
 
 
-def _open(path: str, threads: int | None = None) -> cv2.VideoCapture:
-    """OpenCV capture; ``threads`` limits the decoder's threads (workers already use every core)."""
-    if threads:
-        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, int(threads)])
-        if cap.isOpened():
-            return cap
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise FacevaeError(f"{path}: OpenCV cannot open this video")
-    return cap
-
-
 def video_layout(path: Path | str) -> dict:
-    cap = _open(str(path))
+    cap = open_capture(path)
     try:
         return {
             "fps": float(cap.get(cv2.CAP_PROP_FPS)) or 25.0,
@@ -284,21 +273,15 @@ def _work(job: dict) -> dict:
     settings, cfg = job["settings"], job["align"]
     # Models loaded by the parent before forking are inherited (loading dlib's takes ~2 s).
     aligner = _SHARED.get("aligner") or make_aligner(**job["aligner"])
-    cap = _open(job["video"], threads=1)
+    frames = read_frames(job["video"], start, stop, threads=1)  # exact frame numbers: decoded from 0
     block_dir = Path(job["block_dir"])
     counter = _COUNTER
-    frame_index = 0
-    while frame_index < start and cap.grab():  # exact frame numbers: decode (without converting) up to start
-        frame_index += 1
+    frame_index = start
     tracker = FrameTracker(aligner, settings, job["width"], job["height"], id_base=worker * 10**9)
     rec, blocks, n_frames, n_faces = _empty_record(), [], 0, 0
     frames_in_block = 0
     try:
-        while stop is None or frame_index < stop:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        for rgb in frames:
             found = tracker.step(rgb)
             if found:
                 marks = aligner.landmarks(rgb, [box for box, _, _, _ in found])
@@ -333,7 +316,7 @@ def _work(job: dict) -> dict:
         if rec["frame"]:
             blocks.append(_flush(block_dir, worker, len(blocks), rec))
     finally:
-        cap.release()
+        frames.close()  # releases the capture
     return {"worker": worker, "start": start, "frames": n_frames, "faces": n_faces, "blocks": [str(b) for b in blocks],
             "stats": tracker.stats}
 
