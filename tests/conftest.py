@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from support.media import DEFAULT_MEDIA, GITHUB_RAW, MEDIA_ENV, PUBLIC_MEDIA, REPO, Media, unavailable  # noqa: F401
+from support.media import DEFAULT_MEDIA, GITHUB_RAW, MEDIA_ENV, PUBLIC_MEDIA, Media, unavailable
 from support.media_server import MediaServer
 from support.pipeline import pipeline_overrides
-from support.workflow import deep_merge, loopback_config, run_snakemake  # noqa: F401
+from support.workflow import deep_merge, loopback_config, run_snakemake
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ from facevae.faces.io import read_face_array, sample_faces
 from facevae.faces.measure import crop_landmarks
 from facevae.modelio import decode, encode, load_model
 from facevae.planning import settings_of
+from facevae import sheets
 from facevae.plotting import pyplot
 from facevae.sampling import evenly_spread
 
@@ -281,17 +282,6 @@ def random_direction(norm: float, dim: int, seed: int) -> np.ndarray:
     return (r / np.linalg.norm(r) * norm).astype(np.float32)
 
 
-def _label(tile_width: int, height: int, text: str, scale: float = 0.4) -> np.ndarray:
-    strip = np.full((height, tile_width, 3), 255, np.uint8)
-    size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0]
-    while size[0] > tile_width - 4 and scale > 0.25:  # a long title shrinks to fit
-        scale *= 0.9
-        size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0]
-    x = max(1, (tile_width - size[0]) // 2)
-    cv2.putText(strip, text, (x, height - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    return strip
-
-
 def grid_image(blocks: list[tuple[str, np.ndarray]], column_labels: list[str], title: str, scale: int = 2) -> np.ndarray:
     """Tile blocks of faces into one labelled RGB image.
 
@@ -300,19 +290,17 @@ def grid_image(blocks: list[tuple[str, np.ndarray]], column_labels: list[str], t
     columns = blocks[0][1].shape[1]
     s = blocks[0][1].shape[2] * scale
     width = columns * s
-    parts = [_label(width, 22, title, 0.45), _column_labels(column_labels, s)]
+    parts = [sheets.label(width, 22, title, 0.45), _column_labels(column_labels, s)]
     for name, faces in blocks:
         if len(faces) == 0:
             continue
-        parts.append(_label(width, 18, name, 0.4))
-        for row in faces:
-            tiles = [cv2.resize(face, (s, s), interpolation=cv2.INTER_NEAREST) for face in row]
-            parts.append(np.concatenate(tiles, axis=1))
+        parts.append(sheets.label(width, 18, name, 0.4))
+        parts.append(sheets.grid([[sheets.enlarge(face, scale) for face in row] for row in faces]))
     return np.concatenate(parts, axis=0)
 
 
 def _column_labels(labels: list[str], s: int) -> np.ndarray:
-    return np.concatenate([_label(s, 18, text, 0.4) for text in labels], axis=1)
+    return np.concatenate([sheets.label(s, 18, text, 0.4) for text in labels], axis=1)
 
 
 def edit_grid(model, rows: list[tuple[str, np.ndarray]], direction: np.ndarray, amounts, title: str,

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from facevae import FacevaeError
 from facevae.atomic import atomic_path, write_png
 from facevae.faces.align import AlignConfig, align_face
+from facevae import sheets
 from facevae.faces.aligners import aligner_kwargs, from_scaled, make_aligner
 
 log = logging.getLogger(__name__)
@@ -392,15 +393,7 @@ def contact_sheet(crops: np.ndarray, columns: int = 16, rows: int = 8, scale: in
     n = min(len(crops), columns * rows)
     if n == 0:
         return np.zeros((8, 8, 3), np.uint8)
-    s = crops.shape[1]
-    rows = (n + columns - 1) // columns
-    sheet = np.zeros((rows * s, columns * s, 3), np.uint8)
-    for i in range(n):
-        r, c = divmod(i, columns)
-        sheet[r * s : (r + 1) * s, c * s : (c + 1) * s] = crops[i]
-    if scale > 1:
-        sheet = sheet.repeat(scale, axis=0).repeat(scale, axis=1)
-    return sheet
+    return sheets.enlarge(sheets.tile(list(crops[:n]), columns, min_width=columns * crops.shape[1]), scale)
 
 
 def prepare(celeba_cfg: dict) -> tuple[list[str], list[str], np.ndarray, dict[str, int] | None]:

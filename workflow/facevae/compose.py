@@ -14,6 +14,7 @@ import numpy as np
 
 from facevae import FACE_SIZE, FacevaeError
 from facevae.atomic import write_png
+from facevae import sheets
 from facevae.faces.align import invert_transform, template_landmarks, transform_points
 
 INTERPOLATIONS = {
@@ -255,10 +256,4 @@ def write_sheet(path, frames: list[np.ndarray], cols: int = 2) -> None:
     """A contact sheet of composed frames (grid, ``cols`` wide)."""
     if not frames:
         frames = [np.zeros((FACE_SIZE, FACE_SIZE, 3), np.uint8)]
-    h, w = frames[0].shape[:2]
-    rows = -(-len(frames) // cols)
-    sheet = np.zeros((rows * h, cols * w, 3), np.uint8)
-    for k, f in enumerate(frames):
-        r, c = divmod(k, cols)
-        sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = f
-    write_png(path, sheet)
+    write_png(path, sheets.tile(frames, cols, min_width=cols * frames[0].shape[1]))

@@ -24,6 +24,7 @@ from facevae.expression import mouth_open_ratio
 from facevae.faces.io import read_faces
 from facevae.modelio import pick_device
 from facevae import FACE_SIZE
+from facevae import sheets
 from facevae.video import VideoWriter
 from facevae.plotting import pyplot
 
@@ -69,13 +70,9 @@ def pick_faces(landmarks: np.ndarray | None, n: int) -> tuple[int, int]:
 
 def sample_grid(images: np.ndarray, rows: int, cols: int, gap: int = 2) -> np.ndarray:
     """``rows * cols`` images (N, S, S, 3) tiled with ``gap`` px of black between them."""
-    s = images.shape[1]
-    grid = np.zeros((rows * s + (rows + 1) * gap, cols * s + (cols + 1) * gap, 3), np.uint8)
-    for k in range(min(len(images), rows * cols)):
-        r, c = divmod(k, cols)
-        y, x = gap + r * (s + gap), gap + c * (s + gap)
-        grid[y : y + s, x : x + s] = images[k]
-    return grid
+    cells = list(images[: rows * cols])
+    cells += [np.zeros_like(images[0])] * (rows * cols - len(cells))  # black where an image is missing
+    return sheets.tile(cells, cols, gap=gap)
 
 
 def save_png(path, image: np.ndarray, metadata: dict) -> None:

@@ -118,7 +118,6 @@ def _check_section(entry: dict, duration: float) -> None:
 
 def _download(entry: dict, work: Path, download: dict) -> tuple[Path, str]:
     """Download through yt-dlp's Python API, retrying transient network errors."""
-    import yt_dlp
     from yt_dlp.utils import download_range_func
 
     # yt-dlp's section downloader finds ffmpeg on PATH only (it ignores ffmpeg_location).

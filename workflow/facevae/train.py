@@ -42,6 +42,7 @@ import torch
 
 from . import FACE_SIZE, FacevaeError, __version__
 from .atomic import save_figure, write_png, write_text
+from . import sheets
 from .losses import DFCLoss, kl_divergence, kl_weight, recon_loss
 from .modelio import atomic_torch_save, pick_device, save_model, use_bf16
 from .models import DEFAULT_LATENT, ModelConfig, build_model
@@ -633,15 +634,7 @@ def write_outputs(outputs: dict, model, faces: Faces, labels: np.ndarray, histor
 
 def save_grid(path: str | os.PathLike, rows: list[np.ndarray], scale: int = 2) -> None:
     """Rows of uint8 HxWx3 RGB faces -> one PNG (rows padded to the longest with grey), written atomically."""
-    import cv2
-
-    width = max(len(r) for r in rows)
-    size = rows[0].shape[1]
-    canvas = np.full((len(rows) * size, width * size, 3), 128, dtype=np.uint8)
-    for r, faces in enumerate(rows):
-        for c, face in enumerate(faces):
-            canvas[r * size : (r + 1) * size, c * size : (c + 1) * size] = face
-    write_png(path, cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST))
+    write_png(path, sheets.enlarge(sheets.grid([list(faces) for faces in rows], fill=128), scale))
 
 
 def plot_losses(path: str | os.PathLike, table, meanface_mse: float) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ import pandas as pd
 
 from facevae import FACE_SIZE, FacevaeError, __version__
 from facevae.atomic import write_png, write_text
+from facevae import sheets
 from facevae.faces import io as fio
 from facevae.faces.track import REASONS
 from facevae.sampling import evenly_spread
@@ -110,24 +110,14 @@ def contact_sheet(crops: np.ndarray, title: str, cols: int = 16, max_faces: int 
         crops = crops[np.linspace(0, len(crops) - 1, max_faces).round().astype(int)]
     size = crops.shape[1] if len(crops) else FACE_SIZE
     cols = max(1, min(cols, len(crops))) if len(crops) else cols
-    rows = math.ceil(len(crops) / cols) if len(crops) else 0
     width = max(cols * size, 480)
-    grid = np.full((rows * size, width, 3), 255, np.uint8)
-    for i, crop in enumerate(crops):
-        r, c = divmod(i, cols)
-        grid[r * size:(r + 1) * size, c * size:(c + 1) * size] = crop
-    bar = np.full((24, width, 3), 235, np.uint8)
-    cv2.putText(bar, title, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    sheet = np.vstack([bar, grid])
-    if scale > 1:
-        sheet = cv2.resize(sheet, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    return sheet
+    grid = sheets.tile(list(crops), cols, fill=255, min_width=width, cell=(size, size))
+    bar = sheets.label(width, 24, title, 0.5, x=4, baseline=17, background=235, fit=False)
+    return sheets.enlarge(np.vstack([bar, grid]), scale)
 
 
 def _stack_sheets(parts: list[np.ndarray]) -> np.ndarray:
-    width = max(p.shape[1] for p in parts)
-    padded = [np.pad(p, ((0, 8), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in parts]
-    return np.vstack(padded)
+    return sheets.stack(parts, gap=8)
 
 
 def assemble(
