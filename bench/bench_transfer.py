@@ -13,7 +13,9 @@ prototype numbers are in the README). Also writes a contact sheet per actor (dri
 bench/results/transfer/ -- look at it.
 
 Writes bench/results/transfer.md. Run from the repository root: .venv/bin/python bench/bench_transfer.py
-(~35 min on two idle cores). BENCH_TRANSFER_WORKDIR keeps (and reuses) the work folder.
+(~35 min on two idle cores). BENCH_TRANSFER_WORKDIR keeps (and reuses) the work folder;
+BENCH_TRANSFER_FORCERUN (rule names, space-separated, e.g. ``fit_retarget``) reruns those rules and
+what follows them -- a changed default in the facevae package is no reason to rerun for Snakemake.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ def run(workdir: Path, drive: str) -> None:
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile",
            str(workdir / "config.yaml"), "--cores", "2", "--set-threads", "reenact=1", "--rerun-incomplete", *targets,
            "--rerun-triggers", "mtime"]
+    forced = os.environ.get("BENCH_TRANSFER_FORCERUN", "").split()
+    if forced:
+        cmd += ["--forcerun", *forced]
     print("==", drive, "->", workdir, flush=True)
     subprocess.run(cmd, check=True)
 

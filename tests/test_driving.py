@@ -11,6 +11,7 @@ from facevae.driving import (
     READOUT_MIN_R,
     LandmarkRetarget,
     RetargetSettings,
+    calibrate_eye_step,
     export_onnx,
     fit_retarget,
     load_retarget,
@@ -248,3 +249,66 @@ def test_an_opening_the_code_does_not_carry_gets_no_step():
     assert report["readout_eye"] and report["readout_eye_r"] > 0.9
     assert not report["readout_mouth"] and abs(report["readout_mouth_r"]) < READOUT_MIN_R, report
     np.testing.assert_array_equal(module.readout_steps[1].numpy(), 0.0)
+
+
+@pytest.mark.parametrize("response, gain_max, gain", [(0.5, 4.0, 2.0), (0.25, 2.0, 2.0), (2.0, 4.0, 1.0)])
+def test_eye_step_is_scaled_by_how_far_the_decoded_eye_moves(response, gain_max, gain):
+    """A decoder whose eyes move ``response`` of the code's eye coordinate (the bench's decoders:
+    0.2-0.5): the calibration measures that slope and scales the eye step by its inverse, within
+    [1, gain_max]; the mouth step is left alone; a face the measure fails on is skipped."""
+    shapes, mu, mix = _blinking_actor()
+    module, report = fit_retarget(shapes, mu)
+    before = module.readout_steps.numpy().copy()
+    eye_of = lambda z: np.linalg.lstsq(mix.T, z.T, rcond=None)[0][0]  # noqa: E731
+    mean_eye = eye_of(mu).mean()
+    calls = []
+
+    def decoded_eye(z):
+        calls.append(len(z))
+        measured = mean_eye + response * (eye_of(z) - mean_eye)
+        measured[::7] = np.nan  # dlib found no face on these
+        return measured
+
+    out = calibrate_eye_step(module, mu, report["eye_sd"], decoded_eye, gain_max)
+    assert calls == [48 * 4]
+    assert out["eye_response"] == pytest.approx(response, rel=0.05) and out["eye_gain"] == pytest.approx(gain, rel=0.05)
+    np.testing.assert_allclose(module.readout_steps[0].numpy(), before[0] * out["eye_gain"])
+    np.testing.assert_array_equal(module.readout_steps[1].numpy(), before[1])
+
+
+def test_eye_calibration_without_an_eye_step_or_a_response_changes_nothing():
+    shapes, mu, _ = _blinking_actor(n=120)
+    plain, _ = fit_retarget(shapes, mu, RetargetSettings(readout=False))
+    assert calibrate_eye_step(plain, mu, 0.1, lambda z: np.zeros(len(z)), 2.0)["eye_gain"] == 1.0
+    module, report = fit_retarget(shapes, mu)
+    before = module.readout_steps.numpy().copy()
+    for measure in (lambda z: np.full(len(z), np.nan), lambda z: -np.arange(len(z), dtype=float)):  # none / wrong way
+        assert calibrate_eye_step(module, mu, report["eye_sd"], measure, 2.0)["eye_gain"] == 1.0
+    np.testing.assert_array_equal(module.readout_steps.numpy(), before)
+    for bad in (0.5, float("nan"), True):
+        with pytest.raises(FacevaeError, match="render.retarget.eye_gain_max"):
+            RetargetSettings(eye_gain_max=bad)
+
+
+def test_step_targets_stay_within_the_actors_own_range(tmp_path):
+    """A stranger opens the eyes wider than the actor ever did: the step goes as far as the actor's
+    widest eyes, not past them (the decoder has nothing to draw there). A version-2 map, which has
+    no range, loads unbounded."""
+    shapes, mu, mix = _blinking_actor()
+    module, _ = fit_retarget(shapes, mu)
+    eye_of = lambda z: np.linalg.lstsq(mix.T, z.T, rcond=None)[0][0]  # noqa: E731
+    widest = eye_open_ratio(shapes).max()
+    assert module.readout_hi[0].item() == pytest.approx(widest)
+    stranger = np.stack([face(1.2), close_eyes(face(1.2), -0.8)])  # lids pulled 80 % further apart
+    neutral = neutral_shape(normalise_landmarks(stranger[:1]))
+    target = eye_open_ratio(retarget_shapes(normalise_landmarks(stranger), neutral, module.actor_neutral.numpy()))
+    assert target[1] > widest + 0.05
+    held = eye_of(module.drive(stranger, neutral))[1]
+    assert held == pytest.approx(widest, abs=0.1 * (target[1] - widest)), (held, widest, target[1])
+    blob = torch.load(save_retarget(tmp_path / "v3.pt", module), weights_only=True)
+    for key in ("readout_lo", "readout_hi"):
+        blob["state"].pop(key)
+    blob["version"] = 2
+    torch.save(blob, tmp_path / "v2.pt")
+    unbounded = eye_of(load_retarget(tmp_path / "v2.pt").drive(stranger, neutral))[1]
+    assert unbounded == pytest.approx(target[1], abs=0.1 * (target[1] - widest)), (unbounded, target[1])

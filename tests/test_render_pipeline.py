@@ -139,9 +139,11 @@ def test_self_reenactment_follows_the_mouth(run):
 
 # Measured on this pipeline's config (d6 trained on its first 25 s -- 375 faces, the map fits all -- driven by
 # tpsmm_driving.mp4), with the retargeting map's read-out step (render.retarget.readout, the
-# default): face-mesh mouth-opening r for train.seed 0 / 1 / 2 (without the step: 0.511 for seed 0;
-# the retrieval baseline: 0.619; circular-shift p95 0.23-0.27). The bar sits 0.1 below the lowest.
-CROSS_SEEDS = (0.601, 0.536, 0.631)
+# default; its eye step calibrated on the decoder, eye_gain_max 2, targets held in the actor's range):
+# face-mesh mouth-opening r for train.seed 0 / 1 / 2 (without the calibration 0.601 / 0.536 / 0.631;
+# without the step 0.511 for seed 0; the retrieval baseline: 0.619; circular-shift p95 0.23-0.27).
+# The bar sits 0.1 below the lowest.
+CROSS_SEEDS = (0.586, 0.526, 0.643)
 CROSS_MOUTH_BAR = round(min(CROSS_SEEDS) - 0.1, 2)
 
 

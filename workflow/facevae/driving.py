@@ -44,7 +44,8 @@ DRIVES = ("auto", "retarget", "encoder")
 MAPS = ("kernel", "linear")
 FEATURES = ("local", "face")
 RETARGET_FORMAT = "facevae-retarget"
-RETARGET_VERSION = 2  # 2: the eye/mouth read-out (fit_readout); 1 loads without it
+RETARGET_VERSION = 3  # 2: the eye/mouth read-out (fit_readout); 3: its targets held in the actor's range
+# (a version-2 map loads unbounded, a version-1 map without the read-out)
 MOUTH = list(range(48, 68))
 LEFT_EYE_BROW = LEFT_EYE + list(range(17, 22))
 RIGHT_EYE_BROW = RIGHT_EYE + list(range(22, 27))
@@ -64,7 +65,9 @@ class RetargetSettings:
     ``readout``: after the map, one regression step of z toward the openings of the retargeted
     shape, along the actor's eye- and mouth-opening directions (see :func:`fit_readout`; the kernel
     map alone averages rare expressions such as blinks away); an opening the actor's held-out codes
-    do not carry gets no step.
+    do not carry gets no step. ``eye_gain_max``: the eye step is scaled by the inverse of how far
+    the *decoded* eye opening moves per unit of step (:func:`calibrate_eye_step`, measured by dlib
+    on the actor's decoded faces), at most this much; 1 leaves it unscaled.
     """
 
     features: str = "local"
@@ -74,6 +77,7 @@ class RetargetSettings:
     max_centres: int = 2000
     folds: int = 5
     readout: bool = True
+    eye_gain_max: float = 2.0
 
     def __post_init__(self):
         if self.features not in FEATURES:
@@ -88,6 +92,9 @@ class RetargetSettings:
             raise FacevaeError(f"render.retarget.max_centres must be >= 2, not {self.max_centres!r}")
         if int(self.folds) < 2:
             raise FacevaeError(f"render.retarget.folds must be >= 2, not {self.folds!r}")
+        if isinstance(self.eye_gain_max, bool) or not isinstance(self.eye_gain_max, (int, float)) \
+                or not np.isfinite(self.eye_gain_max) or self.eye_gain_max < 1:
+            raise FacevaeError(f"render.retarget.eye_gain_max must be a number >= 1, not {self.eye_gain_max!r}")
         if not isinstance(self.readout, bool):
             raise FacevaeError(f"render.retarget.readout must be true or false, not {self.readout!r}")
 
@@ -178,7 +185,8 @@ class LandmarkRetarget(torch.nn.Module):
     the actor (:func:`retarget_shapes` with ``gain``), take :func:`shape_features`, then the fitted
     map: kernel ``exp(-|x - c|^2 * inv_width) @ coef + z_mean`` over the stored centres ``c``, or
     linear ``(x - x_mean) @ coef + z_mean``; then, with a read-out (:func:`fit_readout`), the
-    correction ``z + (openings(shapes) - ((z - z_mean) @ readout_w + readout_y)) @ readout_steps``.
+    correction ``z + (clip(openings(shapes), readout_lo, readout_hi) - ((z - z_mean) @ readout_w +
+    readout_y)) @ readout_steps``.
     Every step is an ONNX operator.
     """
 
@@ -195,12 +203,15 @@ class LandmarkRetarget(torch.nn.Module):
         self.register_buffer("x_mean", f64(x_mean))
         self.register_buffer("z_mean", f64(z_mean))
         # The read-out (empty when off): readout_w (D, 2) and readout_y (2,) predict the openings from
-        # z, readout_steps (2, D) is the change of z per unit of each opening.
+        # z, readout_steps (2, D) is the change of z per unit of each opening; readout_lo / _hi (2,)
+        # the actor's own range of the openings, which the step's targets are held in.
         self.has_readout = readout is not None  # a Python bool: the ONNX graph has the step or not
         readout = readout or {"w": np.zeros((0, 2)), "y": np.zeros(2), "steps": np.zeros((2, 0))}
         self.register_buffer("readout_w", f64(readout["w"]))
         self.register_buffer("readout_y", f64(readout["y"]))
         self.register_buffer("readout_steps", f64(readout["steps"]))
+        self.register_buffer("readout_lo", f64(readout.get("lo", np.full(2, -np.inf))))
+        self.register_buffer("readout_hi", f64(readout.get("hi", np.full(2, np.inf))))
         self.inv_width, self.features, self.kind, self.gain = float(inv_width), features, kind, float(gain)
         self.left, self.right = torch.tensor(LEFT_EYE), torch.tensor(RIGHT_EYE)
 
@@ -225,7 +236,8 @@ class LandmarkRetarget(torch.nn.Module):
         shapes = self.actor_neutral[None] + self.gain * (self.normalise(landmarks) - driver_neutral[None])
         z = self.map(shape_features(shapes, self.features))
         if self.has_readout:
-            miss = shape_openings(shapes) - ((z - self.z_mean) @ self.readout_w + self.readout_y)
+            target = torch.minimum(torch.maximum(shape_openings(shapes), self.readout_lo), self.readout_hi)
+            miss = target - ((z - self.z_mean) @ self.readout_w + self.readout_y)
             z = z + miss @ self.readout_steps
         return z.to(torch.float32)
 
@@ -298,8 +310,15 @@ def fit_readout(shapes: np.ndarray, mu: np.ndarray, folds: int = 5) -> dict | No
     the steps' basis, Pearson r >= READOUT_MIN_R, else that row of ``steps`` is zero. Measured on
     the bench's four actors: held-out r 0.37-0.79, except lp_d3's mouth, 0.01 (9 s looking down:
     its mouth step turned its own held-out clip's mouth r through the map from 0.72 to -0.61 and d3 driven by d6
-    from 0.69 to 0.26). Returned: ``w``, ``y`` (mean openings), ``steps``, ``heldout_r`` and ``used``
-    (per opening: eye, mouth)."""
+    from 0.69 to 0.26).
+
+    The step's targets are held within the actor's own range of each opening (``lo``, ``hi``: its
+    smallest and largest): past it the decoder has nothing to draw, and a driver who opens the eyes
+    wider than the actor ever did (lp_d3 looking up) pushed z off the actor's faces -- lp_d13 driven
+    by d3 lost mouth r 0.86 -> 0.54 with the calibrated eye step unbounded, 0.86 bounded (bench, face
+    mesh; cross medians mouth / eye 0.698 / 0.436 -> 0.703 / 0.443; the 1st-99th percentiles as the
+    range: 0.702 / 0.419). Returned: ``w``, ``y`` (mean openings), ``steps``, ``lo``, ``hi``,
+    ``heldout_r`` and ``used`` (per opening: eye, mouth) and ``sd``."""
     openings = shape_openings(torch.from_numpy(np.asarray(shapes, np.float64))).numpy()
     mu = np.asarray(mu, np.float64)
     ok = np.isfinite(openings).all(axis=1) & np.isfinite(mu).all(axis=1)
@@ -323,7 +342,46 @@ def fit_readout(shapes: np.ndarray, mu: np.ndarray, folds: int = 5) -> dict | No
     # ridge 1e-3 per frame and per unit of mu's mean variance (a VAE's mu has about unit variance)
     w = np.linalg.solve(mc.T @ mc + 1e-3 * len(mu) * mc.var(axis=0).mean() * np.eye(mu.shape[1]), mc.T @ yc)
     steps = steps_of(mu, y) * np.asarray(used, np.float64)[:, None]
-    return {"w": w, "y": y.mean(axis=0), "steps": steps, "heldout_r": heldout, "used": used}
+    return {"w": w, "y": y.mean(axis=0), "steps": steps, "lo": y.min(axis=0), "hi": y.max(axis=0), "heldout_r": heldout,
+            "used": used, "sd": y.std(axis=0)}
+
+
+EYE_CALIBRATION_FACES = 48  # the actor's faces (evenly spread) the eye step is calibrated on
+EYE_CALIBRATION_STEPS = (-2.0, -1.0, 0.0, 1.0)  # step sizes, in the actor's eye-opening s.d.: mostly closing
+
+
+def calibrate_eye_step(module: LandmarkRetarget, mu: np.ndarray, eye_sd: float, eye_opening_of, gain_max: float) -> dict:
+    """Scale the read-out's eye step so the decoded face's eye moves by the asked amount.
+
+    ``eye_opening_of(z (M, D)) -> (M,)``: the eye opening (:func:`shape_openings` units) measured on
+    the decoded faces of ``z`` (NaN where it fails). Each of ``EYE_CALIBRATION_FACES`` evenly spread
+    codes ``mu`` is stepped by ``EYE_CALIBRATION_STEPS`` x ``eye_sd`` along the eye row of
+    ``readout_steps``; the response is the least-squares slope of the measured opening (about each
+    face's own mean) on the asked change. The step is multiplied by ``1 / response`` clipped to
+    [1, ``gain_max``], in place. Why: the decoder's eyes move by only 0.23-0.50 of the step on the
+    bench's four actors (dlib on the decoded faces; the regression direction is shortened by the
+    noise of a 64-px eye opening, and small steps fall in a dead zone where the decoded eye stays
+    open), so a driver's blink came out as a flutter. Measured on the bench (16 cross pairs, face
+    mesh): eye median 0.375 -> 0.436 with ``gain_max`` 2, 0.469 with 4 but mouth 0.733 -> 0.669
+    (the eye direction moves the mouth too at large gains); the same calibration of the mouth step
+    lowered the mouth median to 0.64, so the mouth is not scaled. Returns ``eye_response`` and
+    ``eye_gain`` (1 and NaN when there is no eye step or no measurable response)."""
+    direction = module.readout_steps[0].numpy().copy() if module.has_readout else np.zeros(0)
+    if not direction.size or not np.abs(direction).sum() or not np.isfinite(eye_sd) or eye_sd <= 0:
+        return {"eye_response": float("nan"), "eye_gain": 1.0}
+    mu = np.asarray(mu, np.float64)[evenly_spread(len(mu), EYE_CALIBRATION_FACES)]
+    asked = np.asarray(EYE_CALIBRATION_STEPS) * eye_sd
+    z = np.concatenate([mu + t * direction[None] for t in asked])
+    measured = np.asarray(eye_opening_of(z), np.float64).reshape(len(asked), len(mu))
+    ok = np.isfinite(measured).all(axis=0)
+    if ok.sum() < 2:
+        return {"eye_response": float("nan"), "eye_gain": 1.0}
+    moved = measured[:, ok] - measured[:, ok].mean(axis=0)
+    change = np.repeat((asked - asked.mean())[:, None], ok.sum(), axis=1)
+    response = float((moved * change).sum() / (change * change).sum())
+    gain = float(np.clip(1.0 / response, 1.0, gain_max)) if response > 0 else 1.0
+    module.readout_steps[0] *= gain
+    return {"eye_response": response, "eye_gain": gain}
 
 
 def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettings = RetargetSettings(),
@@ -357,6 +415,7 @@ def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettin
     if readout is not None:
         report["readout_eye_r"], report["readout_mouth_r"] = readout["heldout_r"]
         report["readout_eye"], report["readout_mouth"] = readout["used"]
+        report["eye_sd"] = float(readout["sd"][0])
         if not any(readout["used"]):
             readout = None
     module = LandmarkRetarget(np.median(norm, axis=0), full["centres"], full["coef"], full["x_mean"], full["z_mean"],
@@ -484,6 +543,8 @@ def load_retarget(path: str | os.PathLike) -> LandmarkRetarget:
     readout = None
     if "readout_w" in s and s["readout_w"].shape[0] > 0:  # version 1 maps have none
         readout = {"w": s["readout_w"].numpy(), "y": s["readout_y"].numpy(), "steps": s["readout_steps"].numpy()}
+        if "readout_lo" in s:  # version 2 maps have no range: unbounded
+            readout.update(lo=s["readout_lo"].numpy(), hi=s["readout_hi"].numpy())
     module = LandmarkRetarget(s["actor_neutral"].numpy(), s["centres"].numpy(), s["coef"].numpy(), s["x_mean"].numpy(),
                               s["z_mean"].numpy(), cfg["inv_width"], cfg["features"], cfg["kind"], cfg["gain"], readout)
     module.info = blob.get("info", {})
@@ -505,6 +566,25 @@ def export_onnx(module: LandmarkRetarget, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _dlib_eye_opening(codec, faces: dict):
+    """z -> the eye opening dlib measures on the decoded faces (the driving landmark model, as the
+    score's dlib columns measure renders: 4x upscale, unsharp mask 2.5)."""
+    from facevae.faces.align import AlignConfig
+    from facevae.faces.io import ALIGN_FIELDS
+    from facevae.instruments import measure_faces
+
+    attrs, size = faces.get("attrs") or {}, int(faces["data"].shape[1])
+    align = AlignConfig.from_attrs(attrs) if all(k in attrs for k in ALIGN_FIELDS) else AlignConfig(size=size)
+    align = dataclasses.replace(align, size=size)
+
+    def eye_opening_of(z: np.ndarray) -> np.ndarray:
+        landmarks = measure_faces(codec.decode(np.asarray(z, np.float32)), align, upscale=4, sharpen_amount=2.5)
+        with np.errstate(invalid="ignore"):
+            return shape_openings(torch.from_numpy(normalise_landmarks(landmarks))).numpy()[:, 0]
+
+    return eye_opening_of
+
+
 def fit_actor_retarget(faces_path, model_path, outputs: dict, settings: RetargetSettings, actor: str) -> dict:
     """Rule fit_retarget: the actor's faces through its encoder, then :func:`fit_retarget` from the
     faces' landmarks to those means. ``outputs``: ``map`` (retarget.pt), ``table`` (a one-row TSV:
@@ -519,8 +599,12 @@ def fit_actor_retarget(faces_path, model_path, outputs: dict, settings: Retarget
     if "landmarks" not in faces:
         raise FacevaeError(f"{faces_path} has no landmarks: render.drive retarget needs faces made by the faces "
                            f"stage (actors.{actor}.dataset files hold images only; use render.drive: encoder)")
-    mu = Codec(load_model(model_path)).encode(faces["data"])
+    codec = Codec(load_model(model_path))
+    mu = codec.encode(faces["data"])
     module, report = fit_retarget(faces["landmarks"], mu, settings)
+    if settings.eye_gain_max > 1 and report.get("readout_eye"):
+        report.update(calibrate_eye_step(module, mu, float(report["eye_sd"]),
+                                         _dlib_eye_opening(codec, faces), settings.eye_gain_max))
     report = {"actor": actor, **report}
     save_retarget(outputs["map"], module, report)
     write_text(outputs["table"], pd.DataFrame([report]).to_csv(sep="\t", index=False, float_format="%.6g"))
