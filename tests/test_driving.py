@@ -251,7 +251,7 @@ def test_an_opening_the_code_does_not_carry_gets_no_step():
     np.testing.assert_array_equal(module.readout_steps[1].numpy(), 0.0)
 
 
-@pytest.mark.parametrize("response, gain_max, gain", [(0.5, 4.0, 2.0), (0.25, 2.0, 2.0), (2.0, 4.0, 1.0)])
+@pytest.mark.parametrize("response, gain_max, gain", [(0.5, 4.0, 2.0), (0.4, 4.0, 2.5), (0.25, 2.0, 2.0), (2.0, 4.0, 1.0)])
 def test_eye_step_is_scaled_by_how_far_the_decoded_eye_moves(response, gain_max, gain):
     """A decoder whose eyes move ``response`` of the code's eye coordinate (the bench's decoders:
     0.2-0.5): the calibration measures that slope and scales the eye step by its inverse, within
@@ -312,3 +312,24 @@ def test_step_targets_stay_within_the_actors_own_range(tmp_path):
     torch.save(blob, tmp_path / "v2.pt")
     unbounded = eye_of(load_retarget(tmp_path / "v2.pt").drive(stranger, neutral))[1]
     assert unbounded == pytest.approx(target[1], abs=0.1 * (target[1] - widest)), (unbounded, target[1])
+
+
+def test_onnx_export_holds_targets_in_range_and_exports_an_unbounded_version_2_map(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a project dependency; install with make install")
+    shapes, mu, _ = _blinking_actor()
+    module, _ = fit_retarget(shapes, mu)
+    stranger = np.stack([face(1.2), close_eyes(face(1.2), 0.5), close_eyes(face(1.2), -0.8)]).astype(np.float32)
+    neutral = neutral_shape(normalise_landmarks(stranger[:1])).astype(np.float32)
+    wide = shape_openings(torch.from_numpy(retarget_shapes(normalise_landmarks(stranger), neutral, module.actor_neutral.numpy())))
+    assert wide[2, 0] > module.readout_hi[0]  # the clip is active on the last frame
+    blob = torch.load(save_retarget(tmp_path / "v3.pt", module), weights_only=True)
+    for key in ("readout_lo", "readout_hi"):
+        blob["state"].pop(key)
+    blob["version"] = 2
+    torch.save(blob, tmp_path / "v2.pt")
+    for name, m in (("bounded", module), ("unbounded", load_retarget(tmp_path / "v2.pt"))):
+        session = ort.InferenceSession(str(export_onnx(m, tmp_path / f"{name}.onnx")), providers=["CPUExecutionProvider"])
+        (z,) = session.run(None, {"landmarks": stranger, "driver_neutral": neutral})
+        np.testing.assert_allclose(z, m.drive(stranger, neutral), atol=1e-5, err_msg=name)
+        assert np.isfinite(z).all()
+    assert not np.allclose(module.drive(stranger, neutral)[2], load_retarget(tmp_path / "v2.pt").drive(stranger, neutral)[2])

@@ -163,6 +163,10 @@ def test_a_stranger_drives_the_actor(run):
     # Identity: the renders are nearer d6's mean descriptor than tpsmm's, and within 0.6 of d6's.
     assert mouth.identity_kept >= 0.9, table
     assert mouth.actor_distance < mouth.driver_distance, table
+    # The map's fit says what it did: the eye step was calibrated on the decoder (seeds 0-2: the
+    # decoded eye moved 0.25-0.37 of the step, so the gain is the cap, 2).
+    fit = pd.read_csv(wd / "results/models/d6/retarget.tsv", sep="\t").iloc[0]
+    assert fit.readout_eye and 0 < fit.eye_response < 1 and 1 < fit.eye_gain <= 2, fit.to_dict()
 
 
 def test_a_driver_without_a_usable_face_stops_before_rendering(pipeline, media, tmp_path):

@@ -21,10 +21,10 @@ def test_grid_places_rows_left_to_right_with_fill_gap_and_width():
 
 
 def test_tile_breaks_images_into_rows():
-    images = [solid(k) for k in range(5)]
+    images = [solid(k) for k in range(1, 6)]
     canvas = sheets.tile(images, 2)
     assert canvas.shape == (12, 12, 3)
-    assert [int(canvas[r * 4, c * 6, 0]) for r in range(3) for c in range(2)] == [0, 1, 2, 3, 4, 0]
+    assert [int(canvas[r * 4, c * 6, 0]) for r in range(3) for c in range(2)] == [1, 2, 3, 4, 5, 0]
 
 
 def test_enlarge_is_nearest_neighbour():

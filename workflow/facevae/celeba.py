@@ -475,17 +475,7 @@ def write_rejected_sheet(path, image_dir, rejected, columns: int = 12, height: i
         return write_png(path, np.zeros((8, 8, 3), np.uint8))
     width = max(t.shape[1] for t in tiles)
     padded = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0))) for t in tiles]
-    return write_png(path, _tile(padded, columns))
-
-
-def _tile(tiles, columns):
-    h, w = tiles[0].shape[:2]
-    rows = (len(tiles) + columns - 1) // columns
-    sheet = np.zeros((rows * h, columns * w, 3), np.uint8)
-    for i, t in enumerate(tiles):
-        r, c = divmod(i, columns)
-        sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = t
-    return sheet
+    return write_png(path, sheets.tile(padded, columns, min_width=columns * width))
 
 
 # --- for rules/celeba.smk ------------------------------------------------------------------------

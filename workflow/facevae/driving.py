@@ -67,7 +67,8 @@ class RetargetSettings:
     map alone averages rare expressions such as blinks away); an opening the actor's held-out codes
     do not carry gets no step. ``eye_gain_max``: the eye step is scaled by the inverse of how far
     the *decoded* eye opening moves per unit of step (:func:`calibrate_eye_step`, measured by dlib
-    on the actor's decoded faces), at most this much; 1 leaves it unscaled.
+    on the actor's decoded faces), at most this much; 1 leaves it unscaled. It needs the decoder, so
+    :func:`fit_actor_retarget` applies it, not :func:`fit_retarget`.
     """
 
     features: str = "local"
@@ -358,14 +359,14 @@ def calibrate_eye_step(module: LandmarkRetarget, mu: np.ndarray, eye_sd: float, 
     codes ``mu`` is stepped by ``EYE_CALIBRATION_STEPS`` x ``eye_sd`` along the eye row of
     ``readout_steps``; the response is the least-squares slope of the measured opening (about each
     face's own mean) on the asked change. The step is multiplied by ``1 / response`` clipped to
-    [1, ``gain_max``], in place. Why: the decoder's eyes move by only 0.23-0.50 of the step on the
+    [1, ``gain_max``], in place. Why: the decoder's eyes move by only 0.22-0.50 of the step on the
     bench's four actors (dlib on the decoded faces; the regression direction is shortened by the
     noise of a 64-px eye opening, and small steps fall in a dead zone where the decoded eye stays
     open), so a driver's blink came out as a flutter. Measured on the bench (16 cross pairs, face
     mesh): eye median 0.375 -> 0.436 with ``gain_max`` 2, 0.469 with 4 but mouth 0.733 -> 0.669
     (the eye direction moves the mouth too at large gains); the same calibration of the mouth step
     lowered the mouth median to 0.64, so the mouth is not scaled. Returns ``eye_response`` and
-    ``eye_gain`` (1 and NaN when there is no eye step or no measurable response)."""
+    ``eye_gain`` (NaN and 1 when there is no eye step or no measurable response)."""
     direction = module.readout_steps[0].numpy().copy() if module.has_readout else np.zeros(0)
     if not direction.size or not np.abs(direction).sum() or not np.isfinite(eye_sd) or eye_sd <= 0:
         return {"eye_response": float("nan"), "eye_gain": 1.0}
@@ -390,7 +391,9 @@ def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettin
 
     Also reports how well the map predicts held-out frames of the same actor: blocked
     cross-validation (``settings.folds`` contiguous blocks), ``cv_r2`` = 1 - squared error / that of
-    predicting the training mean. Returns the module and the report dict."""
+    predicting the training mean. Returns the module and the report dict. ``settings.eye_gain_max``
+    is not applied here (it needs the decoder): :func:`fit_actor_retarget` calibrates the eye step
+    after this fit (:func:`calibrate_eye_step`)."""
     norm = normalise_landmarks(landmarks)
     mu = np.asarray(mu, np.float64)
     ok = np.isfinite(norm).all(axis=(1, 2)) & np.isfinite(mu).all(axis=1)
@@ -602,6 +605,7 @@ def fit_actor_retarget(faces_path, model_path, outputs: dict, settings: Retarget
     codec = Codec(load_model(model_path))
     mu = codec.encode(faces["data"])
     module, report = fit_retarget(faces["landmarks"], mu, settings)
+    report.update(eye_response=float("nan"), eye_gain=1.0)  # the columns are always there
     if settings.eye_gain_max > 1 and report.get("readout_eye"):
         report.update(calibrate_eye_step(module, mu, float(report["eye_sd"]),
                                          _dlib_eye_opening(codec, faces), settings.eye_gain_max))

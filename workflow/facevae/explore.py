@@ -71,7 +71,7 @@ def pick_faces(landmarks: np.ndarray | None, n: int) -> tuple[int, int]:
 def sample_grid(images: np.ndarray, rows: int, cols: int, gap: int = 2) -> np.ndarray:
     """``rows * cols`` images (N, S, S, 3) tiled with ``gap`` px of black between them."""
     cells = list(images[: rows * cols])
-    cells += [np.zeros_like(images[0])] * (rows * cols - len(cells))  # black where an image is missing
+    cells += [np.zeros(images.shape[1:], np.uint8)] * (rows * cols - len(cells))  # black where an image is missing
     return sheets.tile(cells, cols, gap=gap)
 
 

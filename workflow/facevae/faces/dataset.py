@@ -183,15 +183,15 @@ def assemble(
     write_text(out_table, table.to_csv(sep="\t", index=False))
     kept = np.concatenate(kept_parts) if kept_parts else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
     write_png(out_kept, contact_sheet(kept, f"{person}: {counts['in_dataset']} faces kept ({role}) - evenly spread sample", max_faces=320))
-    sheets = []
+    parts = []
     for reason in [r for r in (*REASONS, DUPLICATE) if r in rejected]:
         n = int((table["reason"] == reason).sum())
         crops = np.concatenate(rejected[reason]) if rejected[reason] else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
         note = " (no crop: nothing was found)" if reason == "no face" else ""
-        sheets.append(contact_sheet(crops, f"{reason}: {n} frames{note}", max_faces=64))
-    if not sheets:
-        sheets.append(contact_sheet(np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8), f"{person}: nothing rejected"))
-    write_png(out_rejected, _stack_sheets(sheets))
+        parts.append(contact_sheet(crops, f"{reason}: {n} frames{note}", max_faces=64))
+    if not parts:
+        parts.append(contact_sheet(np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8), f"{person}: nothing rejected"))
+    write_png(out_rejected, _stack_sheets(parts))
     if out_faces is not None:
         attrs = {
             "aligner": first_attrs["aligner"], "person": person,
