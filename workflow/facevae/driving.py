@@ -569,23 +569,15 @@ def export_onnx(module: LandmarkRetarget, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def _dlib_eye_opening(codec, faces: dict):
-    """z -> the eye opening dlib measures on the decoded faces (the driving landmark model, as the
-    score's dlib columns measure renders: 4x upscale, unsharp mask 2.5)."""
-    from facevae.faces.align import AlignConfig
-    from facevae.faces.io import ALIGN_FIELDS
-    from facevae.instruments import measure_faces
+def _dlib_eye_opening(codec, faces: dict, faces_path):
+    """z -> the eye opening dlib measures on the decoded faces, as the score's dlib columns measure
+    renders (:func:`facevae.instruments.dlib_ratios`: 4x upscale, unsharp mask 2.5)."""
+    from facevae.faces.io import align_config_of
+    from facevae.instruments import dlib_ratios
 
-    attrs, size = faces.get("attrs") or {}, int(faces["data"].shape[1])
-    align = AlignConfig.from_attrs(attrs) if all(k in attrs for k in ALIGN_FIELDS) else AlignConfig(size=size)
-    align = dataclasses.replace(align, size=size)
-
-    def eye_opening_of(z: np.ndarray) -> np.ndarray:
-        landmarks = measure_faces(codec.decode(np.asarray(z, np.float32)), align, upscale=4, sharpen_amount=2.5)
-        with np.errstate(invalid="ignore"):
-            return shape_openings(torch.from_numpy(normalise_landmarks(landmarks))).numpy()[:, 0]
-
-    return eye_opening_of
+    size = int(faces["data"].shape[1])
+    align = align_config_of(faces.get("attrs") or {}, size, faces_path, size)
+    return lambda z: dlib_ratios(codec.decode(np.asarray(z, np.float32)), align)[:, 1]
 
 
 def fit_actor_retarget(faces_path, model_path, outputs: dict, settings: RetargetSettings, actor: str) -> dict:
@@ -608,7 +600,7 @@ def fit_actor_retarget(faces_path, model_path, outputs: dict, settings: Retarget
     report.update(eye_response=float("nan"), eye_gain=1.0)  # the columns are always there
     if settings.eye_gain_max > 1 and report.get("readout_eye"):
         report.update(calibrate_eye_step(module, mu, float(report["eye_sd"]),
-                                         _dlib_eye_opening(codec, faces), settings.eye_gain_max))
+                                         _dlib_eye_opening(codec, faces, faces_path), settings.eye_gain_max))
     report = {"actor": actor, **report}
     save_retarget(outputs["map"], module, report)
     write_text(outputs["table"], pd.DataFrame([report]).to_csv(sep="\t", index=False, float_format="%.6g"))

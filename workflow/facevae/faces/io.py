@@ -258,6 +258,17 @@ def _datasets(path: Path) -> list[str]:
 ALIGN_FIELDS = ("size", "template_scale", "template_offset_y", "points")
 
 
+def align_config_of(attrs: dict, crop_size: int, where: Path | str, size: int | None = None) -> AlignConfig:
+    """The crop geometry a tracks or faces file was made with (its AlignConfig attributes; the
+    default template at ``crop_size`` when it has none, with a warning naming ``where``), at ``size`` px."""
+    if all(key in attrs for key in ALIGN_FIELDS):
+        cfg = AlignConfig.from_attrs(attrs)
+    else:
+        log.warning("%s has no alignment attributes; assuming the default template", where)
+        cfg = AlignConfig(size=crop_size)
+    return dataclasses.replace(cfg, size=size) if size is not None else cfg
+
+
 class DriverTrack:
     """A track file (interface 2), read in slices so long videos never sit in memory whole."""
 
@@ -282,12 +293,7 @@ class DriverTrack:
 
     def align_config(self, size: int | None = None):
         """The crop geometry the track was made with (its AlignConfig attributes), at ``size`` px."""
-        if all(key in self.attrs for key in ALIGN_FIELDS):
-            cfg = AlignConfig.from_attrs(self.attrs)
-        else:
-            log.warning("%s has no alignment attributes; assuming the default template", self.path)
-            cfg = AlignConfig(size=self.crop_size)
-        return dataclasses.replace(cfg, size=size) if size is not None else cfg
+        return align_config_of(self.attrs, self.crop_size, self.path, size)
 
     def read_crops(self, start: int, stop: int, size: int = FACE_SIZE) -> np.ndarray:
         """Crops of frames [start, stop) as uint8 (n, size, size, 3) (resized if the track's differ)."""
