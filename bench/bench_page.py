@@ -1,15 +1,16 @@
 """The actor's page in headless Chromium on this machine (issue 13's speed targets): decoder-only
 frames per second, and the live loop's frames per second with its time split (detect, landmarks,
-align, drive, decode, draw), on Chromium's fake camera fed by a real clip; plus how far face-api's
-landmarks sit from dlib's on the same frames (video-file mode, every frame).
+align, drive, decode, draw), on Chromium's fake camera fed by a real clip; plus video-file mode
+(every frame) against the pipeline's own driving path on the same clip -- pixel difference, face
+mesh mouth r between the two renders -- and how far face-api's landmarks sit from dlib's.
 
-The page is built by the real workflow in a work folder: actor lp_d6 (its first 25 s, the default
-network trained briefly -- speed does not depend on training), driver tpsmm_driving.mp4. No GPU:
+The page is built by the real workflow in a work folder: actor lp_d6 (its first 25 s, default
+training -- the render comparison needs a model that moves its mouth), driver tpsmm_driving.mp4. No GPU:
 onnxruntime-web and tfjs on their wasm backends. Rows with and without cross-origin isolation
 (COOP/COEP, which `make explore` sends: wasm threads) -- the plain row is any static server.
 
 Writes bench/results/page.md. Run on an otherwise idle machine:
-.venv/bin/python bench/bench_page.py (~10 min the first time: tracking and training; then ~3 min).
+.venv/bin/python bench/bench_page.py (~15 min the first time: tracking and training; then ~4 min).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def build() -> Path:
         "actors": {"d6": {"videos": {"d6": {"path": str(MEDIA / "videos/lp_d6.mp4"), "end": 25.0}}}},
         "drivers": {"tpsmm": {"videos": {"driving": {"path": str(MEDIA / "videos/tpsmm_driving.mp4")}}}},
         "faces": {"aligner": "dlib", "fps": 15},
-        "train": {"epochs": 20, "min_steps": 0, "checkpoint_minutes": 0},
+        "train": {"checkpoint_minutes": 0},  # the defaults: the video-file row compares renders
     }
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "config.yaml").write_text(yaml.safe_dump(config))
@@ -106,27 +107,20 @@ def live_row(playwright, url: str, clip: Path, n_frames: int, detect_every: int)
             "total_ms": float(np.median([e[2] for e in log])), "frames": len(log)}
 
 
-def landmark_distance(playwright, url: str, work: Path) -> dict:
-    """face-api vs dlib (the workflow's track) on every frame of the driver clip, in inter-ocular
-    distances after both are aligned to the template."""
+def video_file_row(playwright, url: str, work: Path) -> dict:
+    """Video-file mode, every frame of the driver clip, against the pipeline's own driving path on the
+    same clip (tests/support/page_compare.py): pixel difference, mesh mouth r, landmark distance."""
     from support.browser import PageSession
-    from facevae.driving import normalise_landmarks
-    from facevae.faces.io import DriverTrack
+    from support.page_compare import compare_with_pipeline
 
     fps = json.loads((work / "results/videos/tpsmm/driving.json").read_text())["fps"]
+    manifest = json.loads((work / "results/explore/d6/page.json").read_text())
     s = PageSession(playwright, url)
     try:
         log = s.js("([u, f]) => window.facevae.stepThrough(u, f)", ["clip.mp4", fps])
     finally:
         s.close()
-    with DriverTrack(work / "results/tracks/tpsmm/driving.h5") as track:
-        by_frame = {int(f): i for i, f in enumerate(track.frame)}
-        pairs = [(e["crop"], by_frame[e["frame"]]) for e in log if e.get("crop") and e["frame"] in by_frame
-                 and track.kept[by_frame[e["frame"]]]]
-        dlib = np.asarray(track.landmarks[:], np.float64)[[r for _, r in pairs]]
-    err = np.linalg.norm(normalise_landmarks(np.asarray([c for c, _ in pairs])) - normalise_landmarks(dlib), axis=2)
-    return {"frames": len(pairs), "all": float(err.mean()), "median": float(np.median(err)),
-            "mouth": float(err[:, 48:].mean()), "eyes": float(err[:, 36:48].mean()), "jaw": float(err[:, :17].mean())}
+    return compare_with_pipeline(log, work, "d6", "tpsmm", "driving", manifest)
 
 
 def main() -> None:
@@ -163,7 +157,7 @@ def main() -> None:
                     live = live_row(pw, url, clip, n_frames, every)
                     rows.append({"isolated": isolated, "threads": threads, "decoder": dec, "every": every, **live})
                 if isolated:
-                    distance = landmark_distance(pw, url, WORK)
+                    video_file = video_file_row(pw, url, WORK)
             finally:
                 server.shutdown()
     version = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
@@ -190,10 +184,21 @@ def main() -> None:
         lines.append(f"| {'yes' if r['isolated'] else 'no'} | {r['threads']} | {r['decoder']:.0f} | {r['every']} | "
                      f"{r['fps']:.1f} | {sp['detect']:.1f} | {sp['landmarks']:.1f} | {sp['align']:.2f} | "
                      f"{sp['drive']:.1f} | {sp['decode']:.1f} | {sp['draw']:.1f} | {r['total_ms']:.1f} | {met} |")
-    d = distance
+    v = video_file
+    d = v["landmarks"]
     lines += [
         "",
-        f"face-api's 68 landmarks against dlib's (the workflow's track) on {d['frames']} frames of the same clip, both "
+        f"Video-file mode (every frame of the clip stepped through, {v['frames']} of the track's {v['kept']} kept "
+        "frames) against the pipeline's own driving path on the same clip (its dlib track, the same map, the same "
+        "calibration window, PyTorch's decoder), face mesh on both renders:",
+        "",
+        "| median abs pixel difference (bar <= 0.05) | mouth r page vs pipeline (bar >= 0.8) | its shift p95 | "
+        "mouth r with the driver: page | pipeline |",
+        "|---|---|---|---|---|",
+        f"| {v['median_diff']:.3f} | {v['mouth_r']:.2f} | {v['shift_p95']:.2f} | {v['page_transfer']:.2f} | "
+        f"{v['pipeline_transfer']:.2f} |",
+        "",
+        f"face-api's 68 landmarks against dlib's (the workflow's track) on those frames, both "
         "aligned to the template, in inter-ocular distances: "
         f"mean {d['all']:.3f}, median {d['median']:.3f}; mouth {d['mouth']:.3f}, eyes {d['eyes']:.3f}, jaw {d['jaw']:.3f}.",
         "",

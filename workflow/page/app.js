@@ -321,21 +321,30 @@ function resetLive() {
   Object.assign(live, { neutral: null, calibration: [], calibrationStart: null, last: null, frames: 0, times: [], stamps: [], sinceUpdate: 0 });
 }
 
-// Real time: every frame the browser presents (requestVideoFrameCallback), skipping those that
-// arrive while one is being processed.
+// Real time: the newest frame the browser has presented (requestVideoFrameCallback), processed as
+// soon as the last one is done. The callback stays registered while a frame is processed, so a
+// frame presented meanwhile starts at once instead of the loop waiting for the next one: waiting
+// cost half a camera interval a frame (measured: 42 ms of work a frame gave 14 frames/s at 25
+// presented, not 24). Frames presented while one is processed are dropped but the newest.
 function runLoop(video) {
   live.running = true;
-  let working = false;
-  const onFrame = async (now, meta) => {
-    if (!live.running) return;
-    if (!working) {
-      working = true;
+  let working = false, newest = null;
+  const work = async () => {
+    working = true;
+    while (newest && live.running) {
+      const { now, meta } = newest;
+      newest = null;
       // A camera's media time is not a clock the calibration window can use; a file's is.
       const time = live.source === "camera" ? now / 1000 : meta.mediaTime;
       try { await processFrame(video, time); } catch (err) { console.error(err); }
-      working = false;
     }
+    working = false;
+  };
+  const onFrame = (now, meta) => {
+    if (!live.running) return;
     video.requestVideoFrameCallback(onFrame);
+    newest = { now, meta };
+    if (!working) work();
   };
   video.requestVideoFrameCallback(onFrame);
 }

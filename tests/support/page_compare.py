@@ -1,0 +1,67 @@
+"""The page's video-file mode against the pipeline's own driving path on the same clip, judged
+with the independent instrument (MediaPipe's face mesh) -- shared by tests/test_page.py (asserts)
+and bench/bench_page.py (a table row on a model trained with the defaults).
+
+The pipeline side is what `render.drive retarget` does with the page's settings: the driver's dlib
+track, the actor's retargeting map, the neutral from the same calibration window, PyTorch's decoder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def mesh_mouth(faces: np.ndarray) -> np.ndarray:
+    """Face mesh mouth opening of N x 64 x 64 x 3 uint8 faces (NaN where the mesh finds none)."""
+    from facevae.instruments import MeshInstrument
+
+    mesh = MeshInstrument(upscale=4)
+    try:
+        return mesh.ratios(faces)[:, 0]
+    finally:
+        mesh.close()
+
+
+def pearson(a, b) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def compare_with_pipeline(log: list[dict], workdir: Path, actor: str, driver: str, video: str, manifest: dict) -> dict:
+    """``log``: the page's ``stepThrough`` entries (frame, crop, image). Returns the matched frame
+    count, the median |page - pipeline| pixel difference (of full scale), the mesh mouth r between
+    the two renders with its circular-shift p95 (what the series' smoothness alone gives), each
+    render's mouth r with the driver's own crops, and face-api's distance from dlib's landmarks."""
+    from facevae.driving import load_retarget, normalise_landmarks, retarget_track
+    from facevae.faces.io import DriverTrack
+    from facevae.modelio import decode, load_model
+
+    model = load_model(workdir / f"results/models/{actor}/model.pt")
+    calibration = manifest["drive"]["calibration_seconds"]
+    with DriverTrack(workdir / f"results/tracks/{driver}/{video}.h5") as track:
+        z, _ = retarget_track(load_retarget(workdir / f"results/models/{actor}/retarget.pt"), track,
+                              neutral=[0, calibration], gain=manifest["drive"]["gain"])
+        by_frame = {int(f): i for i, f in enumerate(track.frame)}
+        pairs = [(e, by_frame[e["frame"]]) for e in log if e.get("image") and e["frame"] in by_frame
+                 and track.kept[by_frame[e["frame"]]]]
+        rows = [r for _, r in pairs]
+        dlib_crop = np.asarray(track.landmarks[:], np.float64)[rows] * (64 / track.crop_size)
+        driver_faces = np.concatenate([track.read_crops(i, i + 1) for i in rows])
+        kept = int(track.kept.sum())
+    page_faces = np.asarray([e["image"] for e, _ in pairs], np.uint8).reshape(-1, 64, 64, 3)
+    pipeline_faces = decode(model, z[rows])
+    diff = np.abs(page_faces.astype(np.int16) - pipeline_faces.astype(np.int16))
+    page_mouth, pipeline_mouth, driver_mouth = mesh_mouth(page_faces), mesh_mouth(pipeline_faces), mesh_mouth(driver_faces)
+    shifted = [pearson(np.roll(page_mouth, k), pipeline_mouth) for k in range(15, len(page_mouth) - 15)]
+    # face-api's landmarks against dlib's, both in the 64-px crop, per inter-ocular distance.
+    page_crop = np.asarray([e["crop"] for e, _ in pairs])
+    err = np.linalg.norm(normalise_landmarks(page_crop) - normalise_landmarks(dlib_crop), axis=2)
+    return {
+        "frames": len(pairs), "kept": kept, "median_diff": float(np.median(diff)) / 255,
+        "mouth_r": pearson(page_mouth, pipeline_mouth), "shift_p95": float(np.percentile(shifted, 95)),
+        "page_transfer": pearson(page_mouth, driver_mouth), "pipeline_transfer": pearson(pipeline_mouth, driver_mouth),
+        "landmarks": {"all": float(err.mean()), "median": float(np.median(err)), "mouth": float(err[:, 48:].mean()),
+                      "eyes": float(err[:, 36:48].mean()), "jaw": float(err[:, :17].mean())},
+    }
