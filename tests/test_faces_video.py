@@ -14,6 +14,7 @@ import pytest
 
 from support.media import REPO
 from support.workflow import run_snakemake
+from support.timeouts import hang_guard
 from facevae.faces.align import AlignConfig
 from facevae.faces.dataset import sample_bins
 from facevae.faces.io import read_faces, read_track
@@ -211,6 +212,6 @@ def test_workers_survive_a_parent_that_used_opencv_threads(media, tmp_path):
             "print(s['frames'], s['workers'])\n")
     log = tmp_path / "out.txt"
     with open(log, "w") as out:  # (with pipes instead of a file the hang is rarer, not gone)
-        code_rc = subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, timeout=120).returncode
+        code_rc = subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, timeout=hang_guard(120)).returncode
     assert code_rc == 0, log.read_text()[-2000:]
     assert log.read_text().split()[-2:] == ["169", "2"]

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from support.media import REPO
+from support.timeouts import hang_guard
 from facevae.video import ffmpeg_exe
 
 pytestmark = pytest.mark.media
@@ -54,7 +55,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(namespaces, media, tmp_path,
     inside = (f"mount -t tmpfs -o size={size} tmpfs {work}/results/{full} && "
               f"{snakemake} --snakefile {REPO / 'Snakefile'} --directory {work} --configfile {config} --cores 2 {target}; "
               f"echo rc=$?; echo LEFT; find {work}/results/{full} -mindepth 1")
-    done = subprocess.run(["unshare", "-rm", "sh", "-c", inside], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", inside], capture_output=True, text=True, timeout=hang_guard(600))
     output = done.stdout + done.stderr
     assert "rc=1" in output, output[-3000:]
     errors = [line for line in output.splitlines() if line.startswith("facevae error")]

@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from support.timeouts import hang_guard
 import torch
 
 from facevae import FacevaeError
@@ -179,7 +180,7 @@ def test_model_file_loads_in_a_fresh_process_without_training_arguments(tmp_path
         print(model.config.latent_dim, mu.dtype, out.dtype, out.shape)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=hang_guard(120),
                             env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1] / "workflow"), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["12", "float32", "uint8", "(5,", "64,", "64,", "3)"]

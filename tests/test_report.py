@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from support.media import REPO
+from support.timeouts import hang_guard
 from facevae.modelio import load_model_info
 
 pytestmark = [pytest.mark.media, pytest.mark.slow]
@@ -31,7 +32,7 @@ def build_report(workdir: Path, config: dict, out: Path) -> dict:
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
     cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory",
            str(workdir), "--configfile", str(configfile), "--cores", "1", "--report", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=hang_guard(600))
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     with zipfile.ZipFile(out) as z:
         members = {name: z.read(name) for name in z.namelist()}

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from support.media import REPO
+from support.timeouts import hang_guard
 
 ENABLED = os.environ.get("FACEVAE_SLURM_TEST") == "1"
 pytestmark = [
@@ -50,7 +51,7 @@ def install_packages() -> None:
         pytest.fail("the SLURM test needs root to install packages and start daemons")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
-        result = _run(cmd, timeout=600, env=env)
+        result = _run(cmd, timeout=hang_guard(600), env=env)
         assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
 
 
@@ -220,7 +221,7 @@ def test_training_rule_runs_through_the_slurm_profile(pipeline, slurm_root):
                "--max-threads", str(os.cpu_count() or 1), "results/models/s/model.pt"]
         start = time.monotonic()
         try:
-            result = _run(cmd, timeout=600, env=cluster.env, cwd=work)
+            result = _run(cmd, timeout=hang_guard(600), env=cluster.env, cwd=work)
         except subprocess.TimeoutExpired as err:
             raise AssertionError(f"snakemake through SLURM did not finish in 600 s:\n{cluster.logs()}") from err
         seconds = time.monotonic() - start

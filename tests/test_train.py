@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from support.media import REPO
+from support.timeouts import hang_guard
 from facevae import FacevaeError
 from facevae.config import ConfigError, validate
 from facevae.faces.io import read_track, write_faces
@@ -226,7 +227,7 @@ def test_pipeline_model_loads_in_a_fresh_process(pipeline, tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
     result = subprocess.run([sys.executable, "-c", script, str(work / "results/models/d6/model.pt"), str(work / "results/faces/d6.h5")],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+                            capture_output=True, text=True, timeout=hang_guard(120), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert 0 < float(result.stdout.strip()) < 0.1
 
@@ -367,7 +368,7 @@ def test_sigterm_then_rerun_resumes_to_the_same_weights(small_faces, tmp_path):
     config = {"actors": {"r": {"dataset": str(small_faces)}}, "train": RESUME_TRAIN}
     target = "results/models/r/model.pt"
 
-    straight = subprocess.run(_snakemake_cmd(tmp_path / "straight", config, target), capture_output=True, text=True, timeout=600)
+    straight = subprocess.run(_snakemake_cmd(tmp_path / "straight", config, target), capture_output=True, text=True, timeout=hang_guard(600))
     assert straight.returncode == 0, straight.stderr[-4000:]
 
     work = tmp_path / "interrupted"
@@ -375,12 +376,12 @@ def test_sigterm_then_rerun_resumes_to_the_same_weights(small_faces, tmp_path):
     proc = subprocess.Popen(_snakemake_cmd(work, config, target), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + hang_guard(300)
         while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert ckpt.exists(), "no checkpoint appeared"
         os.killpg(proc.pid, signal.SIGTERM)  # what Ctrl-C in a terminal or a cluster's kill does: the whole job
-        output, _ = proc.communicate(timeout=300)
+        output, _ = proc.communicate(timeout=hang_guard(300))
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -391,7 +392,7 @@ def test_sigterm_then_rerun_resumes_to_the_same_weights(small_faces, tmp_path):
     stopped = torch.load(ckpt, weights_only=True)["state"]
     assert stopped["epoch"] < RESUME_TRAIN["epochs"], "the run finished before SIGTERM arrived"
 
-    resumed = subprocess.run(_snakemake_cmd(work, config, target), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(_snakemake_cmd(work, config, target), capture_output=True, text=True, timeout=hang_guard(600))
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     log = (work / "results/logs/train_vae/r.log").read_text()
     assert f"resuming from results/checkpoints/r/ckpt.pt at epoch {stopped['epoch'] + 1}, batch {stopped['batch']}" in log

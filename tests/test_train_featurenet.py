@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from support.media import REPO
+from support.timeouts import hang_guard
 from facevae.celeba import read_aligned
 from facevae.faces.io import read_track, write_faces
 from facevae.featurenet import FeatureExtractor, load_feature_net, split_by_identity, train_feature_net
@@ -88,7 +89,7 @@ def test_dfc_model_through_snakemake(pipeline, aligned, tmp_path):
     cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
            "--configfile", str(work / "config.yaml"), "--cores", "2", "--allowed-rules", "train_featurenet", "train_vae",
            "faces_dataset", "--", "results/models/a/model.pt"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=hang_guard(900))
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     for name in ("featurenet.pt", "metrics.tsv", "accuracy.png"):
         assert (work / "results/featurenet" / name).stat().st_size > 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from support.media import GITHUB_RAW, REPO
+from support.timeouts import hang_guard
 
 DEFAULT_CONFIG = REPO / "config.yaml"
 
@@ -45,7 +46,7 @@ def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900, c
         "--cores", "2",
         *args,
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=hang_guard(timeout))
     result.output = result.stdout + result.stderr
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.output[-6000:]}")
