@@ -7,6 +7,7 @@ import yaml
 
 from facevae.config import ConfigError, time_to_seconds, validate, video_entry
 from support.media import REPO
+from support.timeouts import hang_guard
 
 URL = "https://example.org/a.mp4"
 
@@ -108,5 +109,5 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
     with pytest.raises(ConfigError, match=r"config.yaml, line 4, column 3: not valid YAML: expected ',' or '}'"):
         check_yaml_file(bad)
     run = subprocess.run([Path(sys.executable).parent / "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                          str(tmp_path), "-n"], capture_output=True, text=True, timeout=120)
+                          str(tmp_path), "-n"], capture_output=True, text=True, timeout=hang_guard(120))
     assert run.returncode != 0 and "config.yaml, line 4, column 3: not valid YAML" in run.stdout + run.stderr

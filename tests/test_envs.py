@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from support.media import REPO
+from support.timeouts import hang_guard
 
 
 def requirement_name(spec: str) -> str:
@@ -52,5 +53,5 @@ def test_the_page_rule_needs_only_the_standard_library():
 
     code = ("import sys; import facevae.webruntime, facevae.rulerun; "
             "print(sorted(m for m in ('numpy', 'torch', 'cv2', 'h5py', 'yaml', 'pandas') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO / "workflow", timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO / "workflow", timeout=hang_guard(60))
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

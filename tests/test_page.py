@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from support.browser import PageSession, chromium_path, playwright_module, write_coded_y4m
-from support.page_compare import compare_with_pipeline, mesh_mouth, pearson
+from facevae.expression import pearson
+from support.page_compare import compare_with_pipeline, mesh_mouth
 
 pytestmark = [pytest.mark.slow, pytest.mark.media]
 

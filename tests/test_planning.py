@@ -7,13 +7,14 @@ import subprocess
 import sys
 
 from support.media import REPO
+from support.timeouts import hang_guard
 
 HEAVY = ("torch", "cv2", "h5py", "dlib", "numpy", "pandas", "mediapipe")
 
 
 def test_planning_imports_nothing_heavy():
     code = f"import sys, facevae.planning; print([m for m in {HEAVY!r} if m in sys.modules])"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO / "workflow", capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO / "workflow", capture_output=True, text=True, timeout=hang_guard(60))
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 

@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 
 from support.media import REPO
+from support.timeouts import hang_guard
 
 BIN = Path(sys.executable).parent
 
 
 def test_snakemake_lint_is_clean():
-    result = subprocess.run([BIN / "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([BIN / "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=hang_guard(300))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Congratulations, your workflow is in a good condition!" in output, output
@@ -19,7 +20,7 @@ def test_snakemake_lint_is_clean():
 
 def test_snakefmt_formatting():
     result = subprocess.run(
-        [BIN / "snakefmt", "--check", "rules", "Snakefile"], cwd=REPO, capture_output=True, text=True, timeout=120
+        [BIN / "snakefmt", "--check", "rules", "Snakefile"], cwd=REPO, capture_output=True, text=True, timeout=hang_guard(120)
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -43,7 +44,7 @@ def test_every_rule_has_log_benchmark_and_conda():
 def _dry_run(workdir: Path, *configfiles: Path) -> str:
     """`snakemake -n` as a user types it in the repository (the default profile applies)."""
     cmd = [BIN / "snakemake", "--directory", str(workdir), "--configfile", *map(str, configfiles), "-n"]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=hang_guard(300))
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facevae.expression import pearson
+
 
 def mesh_mouth(faces: np.ndarray) -> np.ndarray:
     """Face mesh mouth opening of N x 64 x 64 x 3 uint8 faces (NaN where the mesh finds none)."""
@@ -22,11 +24,6 @@ def mesh_mouth(faces: np.ndarray) -> np.ndarray:
         return mesh.ratios(faces)[:, 0]
     finally:
         mesh.close()
-
-
-def pearson(a, b) -> float:
-    ok = np.isfinite(a) & np.isfinite(b)
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
 def compare_with_pipeline(log: list[dict], workdir: Path, actor: str, driver: str, video: str, manifest: dict) -> dict:
