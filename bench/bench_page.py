@@ -41,6 +41,18 @@ LIVE_SECONDS = 20
 TARGETS = {"decoder": 60.0, "live": 15.0}
 
 
+def cpu_times() -> np.ndarray:
+    """The machine's CPU time counters (Linux /proc/stat: user nice system idle iowait irq softirq steal)."""
+    return np.array(Path("/proc/stat").read_text().split("\n")[0].split()[1:9], dtype=float)
+
+
+def steal_share(before: np.ndarray, after: np.ndarray) -> float:
+    """Share of CPU time the host took from this machine between two readings: frames per second
+    measured under steal are not this machine's speed (the table says how much there was)."""
+    d = after - before
+    return float(d[7] / d.sum()) if d.sum() > 0 else 0.0
+
+
 def build() -> Path:
     config = {
         "actors": {"d6": {"videos": {"d6": {"path": str(MEDIA / "videos/lp_d6.mp4"), "end": 25.0}}}},
@@ -95,16 +107,33 @@ def live_row(playwright, url: str, clip: Path, n_frames: int, detect_every: int)
         s.js("window.facevae.startCamera()")
         time.sleep(3)  # calibration and warm-up
         s.js("window.facevae.live.log.length = 0")
+        # Frames processed = the page's own counter over its own clock: the log keeps only the last
+        # 300 entries in live use (no ?log), so counting it capped the rate at 300 / 20 s = 15.0.
+        start = s.js("[window.facevae.live.frames, performance.now()]")
+        before = cpu_times()
         time.sleep(LIVE_SECONDS)
+        end = s.js("[window.facevae.live.frames, performance.now()]")
         log = s.js("window.facevae.live.log.map(e => [e.frame, e.ms, e.total])")
+        steal = steal_share(before, cpu_times())
         threads = s.js("window.facevae.threads")
         s.js("window.facevae.live.running = false")
     finally:
         s.close()
     split = {k: float(np.median([e[1].get(k, 0.0) for e in log])) for k in
              ("detect", "landmarks", "align", "drive", "decode", "draw")}
-    return {"fps": len(log) / LIVE_SECONDS, "threads": threads, "split": split,
-            "total_ms": float(np.median([e[2] for e in log])), "frames": len(log)}
+    return {"fps": (end[0] - start[0]) / ((end[1] - start[1]) / 1000), "threads": threads, "split": split,
+            "total_ms": float(np.median([e[2] for e in log])), "frames": len(log), "steal": steal}
+
+
+def quietest(measure, attempts: int = 3, steal_ok: float = 0.10) -> dict:
+    """Repeat a live measurement while the host took more than ``steal_ok`` of the CPU (measured here:
+    at 23-34 % steal the live loop ran 9.5-14 frames/s, at 3-11 % 16.8-17.6), at most ``attempts``
+    times; the attempt with the least steal is kept, and how many were made."""
+    tries = []
+    while len(tries) < attempts and (not tries or min(t["steal"] for t in tries) > steal_ok):
+        tries.append(measure())
+    best = min(tries, key=lambda t: t["steal"])
+    return {**best, "attempts": len(tries)}
 
 
 def video_file_row(playwright, url: str, work: Path) -> dict:
@@ -149,13 +178,16 @@ def main() -> None:
             try:
                 s = PageSession(pw, url)
                 try:
+                    before = cpu_times()
                     dec = decoder_fps(s)
+                    dec_steal = steal_share(before, cpu_times())
                     threads = s.js("window.facevae.threads")
                 finally:
                     s.close()
                 for every in (1, 5):
-                    live = live_row(pw, url, clip, n_frames, every)
-                    rows.append({"isolated": isolated, "threads": threads, "decoder": dec, "every": every, **live})
+                    live = quietest(lambda: live_row(pw, url, clip, n_frames, every))
+                    rows.append({"isolated": isolated, "threads": threads, "decoder": dec, "decoder_steal": dec_steal,
+                                 "every": every, **live})
                 if isolated:
                     video_file = video_file_row(pw, url, WORK)
             finally:
@@ -169,21 +201,25 @@ def main() -> None:
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + " (wasm backends).",
         f"Decoder-only: {DECODES} decodes of one z in a row (batch 1), after 20 warm-up ones. Live: Chromium's "
         f"fake camera playing tpsmm_driving.mp4 (410x412, {n_frames} frames) in real time for {LIVE_SECONDS} s; "
-        "frames per second = frames the page processed (the others are dropped while it works); the split is "
-        "each step's median ms. `detect every` 1: the face detector on every frame; 5: the detector every "
-        "5th frame and the landmark net in a box around the last landmarks in between (the page's default).",
+        "frames per second = frames the page processed (its own counter over its own clock; the others are "
+        "dropped while it works); the split is each step's median ms over the last 300 frames. `detect every` 1: the face detector on every frame; 5: the detector every "
+        "5th frame and the landmark net in a box around the last landmarks in between (the page's default). "
+        "CPU steal = the share of CPU time the host took from this virtual machine during that measurement "
+        "(/proc/stat; decoder / live): above a few percent the frames per second understate the machine, so a "
+        "live row is measured again (at most 3 attempts) while the steal exceeded 10 % and the quietest attempt is shown.",
         "",
         f"Targets: decoder-only >= {TARGETS['decoder']:.0f} frames/s, live loop >= {TARGETS['live']:.0f} frames/s.",
         "",
-        "| COOP/COEP | wasm threads | decoder frames/s | detect every | live frames/s | detect | landmarks | align | drive | decode | draw | ms a frame | met |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| COOP/COEP | wasm threads | decoder frames/s | detect every | live frames/s | detect | landmarks | align | drive | decode | draw | ms a frame | CPU steal | attempts | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         sp = r["split"]
         met = "yes" if r["decoder"] >= TARGETS["decoder"] and r["fps"] >= TARGETS["live"] else "no"
         lines.append(f"| {'yes' if r['isolated'] else 'no'} | {r['threads']} | {r['decoder']:.0f} | {r['every']} | "
                      f"{r['fps']:.1f} | {sp['detect']:.1f} | {sp['landmarks']:.1f} | {sp['align']:.2f} | "
-                     f"{sp['drive']:.1f} | {sp['decode']:.1f} | {sp['draw']:.1f} | {r['total_ms']:.1f} | {met} |")
+                     f"{sp['drive']:.1f} | {sp['decode']:.1f} | {sp['draw']:.1f} | {r['total_ms']:.1f} | "
+                     f"{r['decoder_steal']:.0%} / {r['steal']:.0%} | {r['attempts']} | {met} |")
     v = video_file
     d = v["landmarks"]
     lines += [
@@ -197,6 +233,16 @@ def main() -> None:
         "|---|---|---|---|---|",
         f"| {v['median_diff']:.3f} | {v['mouth_r']:.2f} | {v['shift_p95']:.2f} | {v['page_transfer']:.2f} | "
         f"{v['pipeline_transfer']:.2f} |",
+        "",
+        "Where the two renders part: PyTorch's driving path fed the page's own (face-api's) landmarks "
+        "instead of the track's dlib ones, and the two landmark models' mouth openings (68-point ratio) "
+        "against each other and against the driver's face mesh mouth:",
+        "",
+        "| mouth r page vs PyTorch on face-api's landmarks | face-api vs dlib mouth opening r | "
+        "face-api opening vs driver mesh | dlib opening vs driver mesh |",
+        "|---|---|---|---|",
+        f"| {v['page_vs_pytorch_on_page_landmarks']:.2f} | {v['landmark_mouth_r']:.2f} | "
+        f"{v['faceapi_driver_r']:.2f} | {v['dlib_driver_r']:.2f} |",
         "",
         f"face-api's 68 landmarks against dlib's (the workflow's track) on those frames, both "
         "aligned to the template, in inter-ocular distances: "

@@ -211,7 +211,9 @@ def test_video_file_mode_matches_the_pipelines_driving_path(session, site):
     print(f"\nvideo-file mode, {c['frames']} frames: median |page - pipeline| {c['median_diff']:.4f} of full scale, "
           f"mesh mouth r {c['mouth_r']:.3f}; face-api vs dlib landmarks: mean {lm['all']:.4f}, median {lm['median']:.4f} "
           f"inter-ocular distances (mouth {lm['mouth']:.4f}, eyes {lm['eyes']:.4f}); mouth r with "
-          f"the driver's crops: page {c['page_transfer']:.3f}, pipeline {c['pipeline_transfer']:.3f}")
+          f"the driver's crops: page {c['page_transfer']:.3f}, pipeline {c['pipeline_transfer']:.3f}; page vs "
+          f"PyTorch's path on face-api's landmarks {c['page_vs_pytorch_on_page_landmarks']:.3f}, face-api vs dlib "
+          f"mouth opening r {c['landmark_mouth_r']:.3f}")
     assert c["frames"] >= 0.9 * c["kept"], (c["frames"], c["kept"])
     assert c["median_diff"] <= 0.05
     # The page's mouth follows the pipeline's beyond what the series' smoothness gives. Not the

@@ -30,22 +30,26 @@ def compare_with_pipeline(log: list[dict], workdir: Path, actor: str, driver: st
     """``log``: the page's ``stepThrough`` entries (frame, crop, image). Returns the matched frame
     count, the median |page - pipeline| pixel difference (of full scale), the mesh mouth r between
     the two renders with its circular-shift p95 (what the series' smoothness alone gives), each
-    render's mouth r with the driver's own crops, and face-api's distance from dlib's landmarks."""
-    from facevae.driving import load_retarget, normalise_landmarks, retarget_track
+    render's mouth r with the driver's own crops, face-api's distance from dlib's landmarks, and where
+    the renders part: the page against PyTorch's path fed the page's (face-api's) landmarks, and the
+    two landmark models' mouth openings against each other and against the driver's mesh mouth."""
+    from facevae.driving import load_retarget, neutral_shape, normalise_landmarks, retarget_track
     from facevae.faces.io import DriverTrack
+    from facevae.instruments import landmark_ratios
     from facevae.modelio import decode, load_model
 
     model = load_model(workdir / f"results/models/{actor}/model.pt")
+    retarget = load_retarget(workdir / f"results/models/{actor}/retarget.pt")
     calibration = manifest["drive"]["calibration_seconds"]
     with DriverTrack(workdir / f"results/tracks/{driver}/{video}.h5") as track:
-        z, _ = retarget_track(load_retarget(workdir / f"results/models/{actor}/retarget.pt"), track,
-                              neutral=[0, calibration], gain=manifest["drive"]["gain"])
+        z, _ = retarget_track(retarget, track, neutral=[0, calibration], gain=manifest["drive"]["gain"])
         by_frame = {int(f): i for i, f in enumerate(track.frame)}
         pairs = [(e, by_frame[e["frame"]]) for e in log if e.get("image") and e["frame"] in by_frame
                  and track.kept[by_frame[e["frame"]]]]
         rows = [r for _, r in pairs]
         dlib_crop = np.asarray(track.landmarks[:], np.float64)[rows] * (64 / track.crop_size)
         driver_faces = np.concatenate([track.read_crops(i, i + 1) for i in rows])
+        times = np.asarray(track.time[:], np.float64)[rows]
         kept = int(track.kept.sum())
     page_faces = np.asarray([e["image"] for e, _ in pairs], np.uint8).reshape(-1, 64, 64, 3)
     pipeline_faces = decode(model, z[rows])
@@ -55,10 +59,18 @@ def compare_with_pipeline(log: list[dict], workdir: Path, actor: str, driver: st
     # face-api's landmarks against dlib's, both in the 64-px crop, per inter-ocular distance.
     page_crop = np.asarray([e["crop"] for e, _ in pairs])
     err = np.linalg.norm(normalise_landmarks(page_crop) - normalise_landmarks(dlib_crop), axis=2)
+    # Where the two renders part: PyTorch's driving path fed face-api's landmarks (the page's) instead
+    # of dlib's. If it follows the page, the renders differ by the landmark model, not by the page.
+    page_neutral = neutral_shape(normalise_landmarks(page_crop), times, (0, calibration))
+    pytorch_on_page_lm = decode(model, retarget.drive(page_crop, page_neutral))
+    page_open, dlib_open = landmark_ratios(page_crop)[:, 0], landmark_ratios(dlib_crop)[:, 0]
     return {
         "frames": len(pairs), "kept": kept, "median_diff": float(np.median(diff)) / 255,
         "mouth_r": pearson(page_mouth, pipeline_mouth), "shift_p95": float(np.percentile(shifted, 95)),
         "page_transfer": pearson(page_mouth, driver_mouth), "pipeline_transfer": pearson(pipeline_mouth, driver_mouth),
+        "page_vs_pytorch_on_page_landmarks": pearson(page_mouth, mesh_mouth(pytorch_on_page_lm)),
+        "landmark_mouth_r": pearson(page_open, dlib_open),
+        "faceapi_driver_r": pearson(page_open, driver_mouth), "dlib_driver_r": pearson(dlib_open, driver_mouth),
         "landmarks": {"all": float(err.mean()), "median": float(np.median(err)), "mouth": float(err[:, 48:].mean()),
                       "eyes": float(err[:, 36:48].mean()), "jaw": float(err[:, :17].mean())},
     }
