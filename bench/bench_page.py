@@ -127,7 +127,7 @@ def live_row(playwright, url: str, clip: Path, n_frames: int, detect_every: int)
 
 def quietest(measure, attempts: int = 3, steal_ok: float = 0.10) -> dict:
     """Repeat a live measurement while the host took more than ``steal_ok`` of the CPU (measured here:
-    at 23-34 % steal the live loop ran 9.5-14 frames/s, at 3-11 % 16.8-17.6), at most ``attempts``
+    at 23-34 % steal the live loop ran 9.5-14 frames/s, at 0-11 % 16.8-19.6), at most ``attempts``
     times; the attempt with the least steal is kept, and how many were made."""
     tries = []
     while len(tries) < attempts and (not tries or min(t["steal"] for t in tries) > steal_ok):
@@ -202,7 +202,8 @@ def main() -> None:
         f"Decoder-only: {DECODES} decodes of one z in a row (batch 1), after 20 warm-up ones. Live: Chromium's "
         f"fake camera playing tpsmm_driving.mp4 (410x412, {n_frames} frames) in real time for {LIVE_SECONDS} s; "
         "frames per second = frames the page processed (its own counter over its own clock; the others are "
-        "dropped while it works); the split is each step's median ms over the last 300 frames. `detect every` 1: the face detector on every frame; 5: the detector every "
+        "dropped while it works); the split is each step's median ms over the last 300 frames. "
+        "`detect every` 1: the face detector on every frame; 5: the detector every "
         "5th frame and the landmark net in a box around the last landmarks in between (the page's default). "
         "CPU steal = the share of CPU time the host took from this virtual machine during that measurement "
         "(/proc/stat; decoder / live): above a few percent the frames per second understate the machine, so a "
