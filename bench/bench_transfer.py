@@ -13,9 +13,10 @@ prototype numbers are in the README). Also writes a contact sheet per actor (dri
 bench/results/transfer/ -- look at it.
 
 Writes bench/results/transfer.md. Run from the repository root: .venv/bin/python bench/bench_transfer.py
-(100 min in the committed run, 75 of them training at train.min_steps 3000). BENCH_TRANSFER_WORKDIR keeps (and reuses) the work folder;
+(100 min in the committed run, 75 of them training at train.min_steps 3000; 47 min on a faster host, 2026-12-02). BENCH_TRANSFER_WORKDIR keeps (and reuses) the work folder;
 BENCH_TRANSFER_FORCERUN (rule names, space-separated, e.g. ``fit_retarget``) reruns those rules and
-what follows them -- a changed default in the facevae package is no reason to rerun for Snakemake.
+what follows them in the default drive's run (the other two follow its models) -- a changed default in
+the facevae package is no reason to rerun for Snakemake.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def video_of(driver: str) -> str:
     return "driving" if driver == "tpsmm" else ("full" if driver.endswith("full") else "rest")
 
 
-def run(workdir: Path, drive: str) -> None:
+def run(workdir: Path, drive: str, forced: list[str] = ()) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = config(drive)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -80,7 +81,6 @@ def run(workdir: Path, drive: str) -> None:
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile",
            str(workdir / "config.yaml"), "--cores", "2", "--set-threads", "reenact=1", "--rerun-incomplete", *targets,
            "--rerun-triggers", "mtime"]
-    forced = os.environ.get("BENCH_TRANSFER_FORCERUN", "").split()
     if forced:
         cmd += ["--forcerun", *forced]
     print("==", drive, "->", workdir, flush=True)
@@ -161,7 +161,7 @@ def markdown(table: pd.DataFrame, seconds: float) -> str:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads 2, no GPU. "
         f"Whole run (tracking, training, fitting, rendering and scoring both drives): {seconds / 60:.1f} min.",
         "Actors trained on the first 25 / 11 / 9 / 9 s of lp_d6 / lp_d10 / lp_d3 / lp_d13 (default training: "
-        f"{TRAINING.epochs} epochs, raised to reach train.min_steps {TRAINING.min_steps} optimiser steps); "
+        f"{TRAINING.epochs} epochs, raised to reach train.min_steps {TRAINING.min_steps} optimiser steps, {TRAINING.lr_schedule} learning rate); "
         "cross drivers are the other actors' whole clips and tpsmm_driving.mp4; self rows are the held-out rest of the "
         "actor's own clip. r = Pearson of the driver's and the rendered actor's opening ratio over the kept frames; "
         "mesh = MediaPipe face mesh on the driver's 64-px crop and on the render (plays no part in driving); dlib = the "
@@ -213,7 +213,10 @@ def main() -> None:
         sys.exit(f"bench_transfer: {MEDIA}/videos not found (set FACEVAE_MEDIA)")
     root = Path(os.environ.get("BENCH_TRANSFER_WORKDIR") or tempfile.mkdtemp(prefix="bench_transfer."))
     t0 = time.perf_counter()
-    run(root / "auto", "auto")
+    # Forced rules rerun in the first run only: the other drives link its models (maps included)
+    # and rerun their renders because those are newer (forcing train_vae there would train every
+    # actor again, into the same shared folder).
+    run(root / "auto", "auto", os.environ.get("BENCH_TRANSFER_FORCERUN", "").split())
     # The other drives share the faces and models: link the earlier stages' folders in.
     for drive in ("retarget", "encoder"):
         work = root / drive
