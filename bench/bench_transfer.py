@@ -15,8 +15,8 @@ bench/results/transfer/ -- look at it.
 Writes bench/results/transfer.md. Run from the repository root: .venv/bin/python bench/bench_transfer.py
 (100 min in the committed run, 75 of them training at train.min_steps 3000; 47 min on a faster host, 2026-12-02). BENCH_TRANSFER_WORKDIR keeps (and reuses) the work folder;
 BENCH_TRANSFER_FORCERUN (rule names, space-separated, e.g. ``fit_retarget``) reruns those rules and
-what follows them in the default drive's run (the other two follow its models) -- a changed default in
-the facevae package is no reason to rerun for Snakemake.
+what follows them (rules of the stages the other two drives link are forced in the default drive's run only)
+-- a changed default in the facevae package is no reason to rerun for Snakemake.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ MEDIA = Path(os.environ.get("FACEVAE_MEDIA", REPO.parent / "shared" / "data"))
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # Actor clip -> seconds used for training (the rest drives the self row).
 ACTORS = {"d6": ("lp_d6.mp4", 25), "d10": ("lp_d10.mp4", 11), "d3": ("lp_d3.mp4", 9), "d13": ("lp_d13.mp4", 9)}
+# The results folders the retarget and encoder runs link from the default run, and the rules writing them.
+LINKED_STAGES = ("videos", "tracks", "faces", "models", "checkpoints")
+LINKED_RULES = ("ingest_video", "faces_track", "faces_actor", "faces_driver", "faces_dataset", "train_vae", "fit_retarget")
 TARGETS = {"cross mesh mouth r (median)": 0.6, "cross mesh eye r (median)": 0.4, "cross dlib mouth r (median)": 0.7,
            "identity kept (median)": 0.95, "self mesh mouth r (min)": 0.8}
 
@@ -73,7 +76,7 @@ def video_of(driver: str) -> str:
     return "driving" if driver == "tpsmm" else ("full" if driver.endswith("full") else "rest")
 
 
-def run(workdir: Path, drive: str, forced: list[str] = ()) -> None:
+def run(workdir: Path, drive: str, forced: tuple[str, ...] = ()) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = config(drive)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -213,19 +216,20 @@ def main() -> None:
         sys.exit(f"bench_transfer: {MEDIA}/videos not found (set FACEVAE_MEDIA)")
     root = Path(os.environ.get("BENCH_TRANSFER_WORKDIR") or tempfile.mkdtemp(prefix="bench_transfer."))
     t0 = time.perf_counter()
-    # Forced rules rerun in the first run only: the other drives link its models (maps included)
-    # and rerun their renders because those are newer (forcing train_vae there would train every
-    # actor again, into the same shared folder).
-    run(root / "auto", "auto", os.environ.get("BENCH_TRANSFER_FORCERUN", "").split())
-    # The other drives share the faces and models: link the earlier stages' folders in.
+    forced = tuple(os.environ.get("BENCH_TRANSFER_FORCERUN", "").split())
+    run(root / "auto", "auto", forced)
+    # The other drives share the faces and models: link the earlier stages' folders in. A forced rule
+    # that writes into those folders has rerun once above and its outputs are newer, so what follows
+    # it reruns by mtime; forcing it again would, e.g., train every actor a second time.
+    linked_forced = tuple(rule for rule in forced if rule not in LINKED_RULES)
     for drive in ("retarget", "encoder"):
         work = root / drive
         (work / "results").mkdir(parents=True, exist_ok=True)
-        for stage in ("videos", "tracks", "faces", "models", "checkpoints"):
+        for stage in LINKED_STAGES:
             link = work / "results" / stage
             if not link.exists():
                 link.symlink_to(root / "auto" / "results" / stage)
-        run(work, drive)
+        run(work, drive, linked_forced)
     seconds = time.perf_counter() - t0
     table = pd.concat([collect(root / d, d) for d in ("auto", "retarget", "encoder")], ignore_index=True)
     out = REPO / "bench" / "results"
