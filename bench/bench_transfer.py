@@ -13,7 +13,7 @@ prototype numbers are in the README). Also writes a contact sheet per actor (dri
 bench/results/transfer/ -- look at it.
 
 Writes bench/results/transfer.md. Run from the repository root: .venv/bin/python bench/bench_transfer.py
-(100 min in the committed run, 75 of them training at train.min_steps 3000; 47 min on a faster host, 2026-12-02). BENCH_TRANSFER_WORKDIR keeps (and reuses) the work folder;
+(83 min in the committed run at train.min_steps 4500, 2026-12-02; 100 min at 3000 on a slower host). BENCH_TRANSFER_WORKDIR keeps (and reuses) the work folder;
 BENCH_TRANSFER_FORCERUN (rule names, space-separated, e.g. ``fit_retarget``) reruns those rules and
 what follows them (rules of the stages the other two drives link are forced in the default drive's run only)
 -- a changed default in the facevae package is no reason to rerun for Snakemake.

@@ -128,7 +128,7 @@ def test_small_actors_train_at_least_min_steps():
     """Epochs are raised so that a short clip still gets ``min_steps`` optimiser steps; a large
     one keeps ``epochs``; 0 turns it off; the cosine schedule spans the raised run."""
     settings = TrainSettings.from_config(validate(_config())["train"])
-    assert (settings.epochs, settings.min_steps) == (50, 3000)
+    assert (settings.epochs, settings.min_steps) == (50, 4500)
     assert settings.epochs_for(9) == 334  # lp_d10's 11 s: 9 batches an epoch
     assert settings.epochs_for(100) == 50
     assert dataclasses.replace(settings, min_steps=0).epochs_for(9) == 50

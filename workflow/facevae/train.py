@@ -68,7 +68,7 @@ class TrainSettings:
     latent_dim: int | None = None
     width: int = 16
     epochs: int = 50
-    min_steps: int = 3000
+    min_steps: int = 4500
     batch_size: int = 32
     lr: float = 2e-3
     lr_schedule: str = "constant"
