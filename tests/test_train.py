@@ -129,12 +129,12 @@ def test_small_actors_train_at_least_min_steps():
     one keeps ``epochs``; 0 turns it off; the cosine schedule spans the raised run."""
     settings = TrainSettings.from_config(validate(_config())["train"])
     assert (settings.epochs, settings.min_steps) == (50, 4500)
-    assert settings.epochs_for(9) == 334  # lp_d10's 11 s: 9 batches an epoch
+    assert settings.epochs_for(9) == 500  # lp_d10's 11 s: 9 batches an epoch
     assert settings.epochs_for(100) == 50
     assert dataclasses.replace(settings, min_steps=0).epochs_for(9) == 50
     cosine = dataclasses.replace(settings, lr_schedule="cosine")
     assert cosine.lr_at(0, 0, 9) == pytest.approx(settings.lr)
-    assert cosine.lr_at(166, 5, 9) == pytest.approx(settings.lr / 2, rel=0.02)  # halfway through 334 epochs
+    assert cosine.lr_at(250, 0, 9) == pytest.approx(settings.lr / 2, rel=0.02)  # halfway through 500 epochs
     with pytest.raises(ConfigError) as err:
         validate(_config(min_steps=-1))
     assert err.value.key == "train.min_steps"
