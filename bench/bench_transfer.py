@@ -13,7 +13,8 @@ prototype numbers are in the README). Also writes a contact sheet per actor (dri
 bench/results/transfer/ -- look at it.
 
 Writes bench/results/transfer.md. Run from the repository root: .venv/bin/python bench/bench_transfer.py
-(83 min in the committed run at train.min_steps 4500, 2026-12-02; 100 min at 3000 on a slower host). BENCH_TRANSFER_WORKDIR keeps (and reuses) the work folder;
+(83 min for a whole run at train.min_steps 4500, 2026-12-02; the committed table's run, 2026-12-03,
+reused a work folder whose actors had been tracked and trained in 47.6 min, and rendered and scored in 10 min). BENCH_TRANSFER_WORKDIR keeps (and reuses) the work folder;
 BENCH_TRANSFER_FORCERUN (rule names, space-separated, e.g. ``fit_retarget``) reruns those rules and
 what follows them (rules of the stages the other two drives link are forced in the default drive's run only)
 -- a changed default in the facevae package is no reason to rerun for Snakemake.
@@ -147,7 +148,7 @@ def contact_sheets(work_default: Path, work_encoder: Path, out_dir: Path) -> lis
     return written
 
 
-def markdown(table: pd.DataFrame, seconds: float) -> str:
+def markdown(table: pd.DataFrame, seconds: float, reused: bool = False) -> str:
     default, encoder, retarget = (table[table.drive == d] for d in ("auto", "encoder", "retarget"))
     cross, self_ = default[default.kind == "cross"], default[default.kind == "self"]
     enc_self = encoder[encoder.kind == "self"]
@@ -161,8 +162,10 @@ def markdown(table: pd.DataFrame, seconds: float) -> str:
     lines = [
         "# Cross-identity transfer (bench/bench_transfer.py)",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads 2, no GPU. "
-        f"Whole run (tracking, training, fitting, rendering and scoring both drives): {seconds / 60:.1f} min.",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads 2, no GPU. " + (
+            f"This run reused the actors its work folder (BENCH_TRANSFER_WORKDIR) had tracked and trained before: "
+            f"rendering and scoring the three drives took {seconds / 60:.1f} min." if reused else
+            f"Whole run (tracking, training, fitting, rendering and scoring both drives): {seconds / 60:.1f} min."),
         "Actors trained on the first 25 / 11 / 9 / 9 s of lp_d6 / lp_d10 / lp_d3 / lp_d13 (default training: "
         f"{TRAINING.epochs} epochs, raised to reach train.min_steps {TRAINING.min_steps} optimiser steps, {TRAINING.lr_schedule} learning rate); "
         "cross drivers are the other actors' whole clips and tpsmm_driving.mp4; self rows are the held-out rest of the "
@@ -215,6 +218,7 @@ def main() -> None:
     if not (MEDIA / "videos" / "lp_d6.mp4").is_file():
         sys.exit(f"bench_transfer: {MEDIA}/videos not found (set FACEVAE_MEDIA)")
     root = Path(os.environ.get("BENCH_TRANSFER_WORKDIR") or tempfile.mkdtemp(prefix="bench_transfer."))
+    reused = (root / "auto" / "results" / "models").is_dir()
     t0 = time.perf_counter()
     forced = tuple(os.environ.get("BENCH_TRANSFER_FORCERUN", "").split())
     run(root / "auto", "auto", forced)
@@ -235,7 +239,7 @@ def main() -> None:
     out = REPO / "bench" / "results"
     table.to_csv(out / "transfer.tsv", sep="\t", index=False, float_format="%.4f")
     contact_sheets(root / "auto", root / "encoder", out / "transfer")
-    (out / "transfer.md").write_text(markdown(table, seconds))
+    (out / "transfer.md").write_text(markdown(table, seconds, reused))
     print((out / "transfer.md").read_text())
 
 

@@ -18,6 +18,7 @@ from facevae.driving import (
     neutral_shape,
     normalise_landmarks,
     retarget_shapes,
+    transferred_neutral,
     save_retarget,
     shape_features,
     shape_openings,
@@ -82,6 +83,24 @@ def test_retargeting_moves_the_drivers_change_onto_the_actors_own_face():
     half = retarget_shapes(d_norm, neutral_shape(d_norm[:1]), actor_neutral, gain=0.5)
     np.testing.assert_allclose(half[1], (out[1] + out[0]) / 2, atol=1e-9)  # frame 0 is the driver's neutral
     assert mouth_open_ratio(half[1]) < mouth_open_ratio(out[1])
+
+
+def test_neutral_transfer_keeps_a_share_of_the_drivers_own_face():
+    # transfer 1: the driver's change on the actor's neutral; 0: the driver's own shapes; between:
+    # the driver's shape moved by that share of the gap between the two neutrals.
+    driver_base = TEMPLATE.copy()
+    driver_base[:17, 0] = 32 + (driver_base[:17, 0] - 32) * 1.15
+    d_norm = normalise_landmarks(np.stack([face(1.3, (4, 2), mouth=m, base=driver_base) for m in (0.0, 0.3)]))
+    actor_neutral = normalise_landmarks(face(mouth=0.05)[None])[0]
+    driver_neutral = neutral_shape(d_norm[:1])
+    full = retarget_shapes(d_norm, driver_neutral, actor_neutral)
+    np.testing.assert_allclose(retarget_shapes(d_norm, driver_neutral, actor_neutral, transfer=1.0), full)
+    np.testing.assert_allclose(retarget_shapes(d_norm, driver_neutral, actor_neutral, transfer=0.0), d_norm, atol=1e-12)
+    part = retarget_shapes(d_norm, driver_neutral, actor_neutral, transfer=0.75)
+    np.testing.assert_allclose(part, d_norm + 0.75 * (actor_neutral - driver_neutral)[None], atol=1e-12)
+    np.testing.assert_allclose(part - part[:1], full - full[:1], atol=1e-12)  # the change itself is kept whole
+    np.testing.assert_allclose(transferred_neutral(driver_neutral, actor_neutral, 0.25),
+                               0.75 * actor_neutral + 0.25 * driver_neutral)
 
 
 def _synthetic_actor(n=300, latent=6, seed=0):
@@ -172,6 +191,16 @@ def test_onnx_export_gives_the_same_codes(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(z, module(torch.from_numpy(driver), torch.from_numpy(neutral)).numpy(), atol=1e-4)
     assert isinstance(module, LandmarkRetarget) and z.shape == (len(driver), 5)
+    # The neutral transfer (render.retarget.transfer) is part of the graph: the page passes its own
+    # neutral and gets the pipeline's z; it matches retarget_shapes' blend.
+    module.transfer = 0.75
+    (z_part,) = ort.InferenceSession(str(export_onnx(module, tmp_path / "part.onnx")),
+                                     providers=["CPUExecutionProvider"]).run(None, {"landmarks": driver, "driver_neutral": neutral})
+    blended = (0.25 * module.actor_neutral.numpy() + 0.75 * neutral).astype(np.float32)
+    module.transfer = 1.0
+    with torch.no_grad():
+        np.testing.assert_allclose(z_part, module(torch.from_numpy(driver), torch.from_numpy(blended)).numpy(), atol=1e-4)
+    assert np.abs(z_part - z).max() > 1e-3  # and it changes something
 
 
 def _blinking_actor(n=400, latent=6, seed=1):

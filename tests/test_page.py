@@ -121,6 +121,8 @@ def test_onnx_graphs_in_the_browser_equal_pytorch(session, site):
     assert np.abs(browser.reshape(reference.shape) - reference).max() <= 1e-4
 
     retarget = load_retarget(site["wd"] / f"results/models/{ACTOR}/retarget.pt")
+    drive = json.loads((site["built"] / "page.json").read_text())["drive"]  # the render.retarget the page was built with
+    retarget.gain, retarget.transfer = drive["gain"], drive["transfer"]
     with _track(site) as track:
         rows = np.flatnonzero(track.kept)[::8][:24]
         landmarks = np.asarray(track.landmarks[:], np.float32)[rows]

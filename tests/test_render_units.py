@@ -158,7 +158,7 @@ def test_render_and_retarget_defaults_are_the_schemas():
     """One source of defaults: the render schema's defaults build the same RenderConfig and
     RetargetSettings as the dataclasses' own."""
     from facevae.config import validate
-    from facevae.driving import RetargetSettings
+    from facevae.driving import NEUTRAL_TRANSFER, RetargetSettings
 
     section = validate({"actors": {"a": {"videos": {"v": {"url": "https://example.org/x.mp4"}}}}})["render"]
     import dataclasses
@@ -169,6 +169,7 @@ def test_render_and_retarget_defaults_are_the_schemas():
     assert section["retarget"]["neutral"] == "video"
     assert RetargetSettings.from_config(section["retarget"]) == RetargetSettings()
     assert section["retarget"]["gain"] == 1.0
+    assert section["retarget"]["transfer"] == NEUTRAL_TRANSFER == 0.75
 
 
 @pytest.mark.parametrize("render, key", [
@@ -177,6 +178,7 @@ def test_render_and_retarget_defaults_are_the_schemas():
     ({"retarget": {"neutral": "first"}}, "render.retarget.neutral"),
     ({"retarget": {"neutral": [0, 3, 4]}}, "render.retarget.neutral"),
     ({"retarget": {"gain": 0}}, "render.retarget.gain"),
+    ({"retarget": {"transfer": 1.5}}, "render.retarget.transfer"),
     ({"retarget": {"map": "knn"}}, "render.retarget.map"),
     ({"retarget": {"ears": 1}}, "render.retarget"),
     ({"score": {"identity_every": 0}}, "render.score.identity_every"),

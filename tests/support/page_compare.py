@@ -42,7 +42,8 @@ def compare_with_pipeline(log: list[dict], workdir: Path, actor: str, driver: st
     retarget = load_retarget(workdir / f"results/models/{actor}/retarget.pt")
     calibration = manifest["drive"]["calibration_seconds"]
     with DriverTrack(workdir / f"results/tracks/{driver}/{video}.h5") as track:
-        z, _ = retarget_track(retarget, track, neutral=[0, calibration], gain=manifest["drive"]["gain"])
+        z, _ = retarget_track(retarget, track, neutral=[0, calibration], gain=manifest["drive"]["gain"],
+                              transfer=manifest["drive"]["transfer"])
         by_frame = {int(f): i for i, f in enumerate(track.frame)}
         pairs = [(e, by_frame[e["frame"]]) for e in log if e.get("image") and e["frame"] in by_frame
                  and track.kept[by_frame[e["frame"]]]]

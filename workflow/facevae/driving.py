@@ -50,6 +50,14 @@ MOUTH = list(range(48, 68))
 LEFT_EYE_BROW = LEFT_EYE + list(range(17, 22))
 RIGHT_EYE_BROW = RIGHT_EYE + list(range(22, 27))
 log = logging.getLogger(__name__)
+# render.retarget.transfer: the share of the gap between the driver's and the actor's neutral faces
+# that retargeting takes away (1: the driver's change from its own neutral, put on the actor's
+# neutral; 0: the driver's own shapes). Measured on the transfer bench's 16 cross pairs with the same
+# models (bench/results/retarget_sweep.md, face mesh): cross medians mouth / eye r 0.731 / 0.491 at 1,
+# 0.758 / 0.526 at 0.75, 0.764 / 0.567 at 0.5, 0.770 / 0.589 at 0.25; pairs within 0.05 of retrieval
+# 12 / 13 / 13 / 11 of 16; but lp_d3 as the actor (9 s looking down: its shapes sit far from the
+# others') falls with less transfer (d3 driven by d10 0.64 / 0.52 / 0.22 / 0.03), so 0.75.
+NEUTRAL_TRANSFER = 0.75
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,12 +155,23 @@ def neutral_shape(normalised: np.ndarray, times: np.ndarray | None = None, windo
     return np.median(np.asarray(normalised, np.float64)[ok], axis=0)
 
 
+def transferred_neutral(driver_neutral, actor_neutral, transfer: float = 1.0):
+    """The neutral a driver's shapes are taken relative to: ``(1 - transfer)`` x the actor's plus
+    ``transfer`` x the driver's own (see NEUTRAL_TRANSFER); numpy or torch alike."""
+    if transfer == 1.0:
+        return driver_neutral
+    return (1.0 - transfer) * actor_neutral + transfer * driver_neutral
+
+
 def retarget_shapes(driver_normalised: np.ndarray, driver_neutral: np.ndarray, actor_neutral: np.ndarray,
-                    gain: float = 1.0) -> np.ndarray:
+                    gain: float = 1.0, transfer: float = 1.0) -> np.ndarray:
     """The actor's shapes that make the driver's expressions: the actor's neutral plus ``gain``
     times each driver frame's change from the driver's neutral (all normalised, so the change is
-    measured in inter-ocular distances and lands on the actor at the actor's scale)."""
-    return actor_neutral[None] + gain * (np.asarray(driver_normalised, np.float64) - driver_neutral[None])
+    measured in inter-ocular distances and lands on the actor at the actor's scale). With
+    ``transfer`` < 1 the change is taken from :func:`transferred_neutral` instead: at gain 1 the
+    driver's own shape moved by ``transfer`` x (actor's neutral - driver's neutral)."""
+    neutral = transferred_neutral(np.asarray(driver_neutral, np.float64), np.asarray(actor_neutral, np.float64), transfer)
+    return actor_neutral[None] + gain * (np.asarray(driver_normalised, np.float64) - neutral[None])
 
 
 # -------------------------------------------------------------------------------------- the map
@@ -183,7 +202,7 @@ class LandmarkRetarget(torch.nn.Module):
     """Driver landmarks (crop px) and the driver's neutral (normalised) -> the actor's z.
 
     ``forward(landmarks (N, 68, 2), driver_neutral (68, 2)) -> (N, latent_dim)``: normalise, move to
-    the actor (:func:`retarget_shapes` with ``gain``), take :func:`shape_features`, then the fitted
+    the actor (:func:`retarget_shapes` with ``gain`` and ``transfer``), take :func:`shape_features`, then the fitted
     map: kernel ``exp(-|x - c|^2 * inv_width) @ coef + z_mean`` over the stored centres ``c``, or
     linear ``(x - x_mean) @ coef + z_mean``; then, with a read-out (:func:`fit_readout`), the
     correction ``z + (clip(openings(shapes), readout_lo, readout_hi) - ((z - z_mean) @ readout_w +
@@ -192,7 +211,7 @@ class LandmarkRetarget(torch.nn.Module):
     """
 
     def __init__(self, actor_neutral, centres, coef, x_mean, z_mean, inv_width: float, features: str = "local",
-                 kind: str = "kernel", gain: float = 1.0, readout: dict | None = None):
+                 kind: str = "kernel", gain: float = 1.0, readout: dict | None = None, transfer: float = 1.0):
         super().__init__()
         # float64 inside (float32 in and out): the kernel map's coefficients are large and of both
         # signs, so float32 sums lose ~5e-4 of z (measured on the CI pipeline's d6 map, against
@@ -214,6 +233,7 @@ class LandmarkRetarget(torch.nn.Module):
         self.register_buffer("readout_lo", f64(readout.get("lo", np.full(2, -np.inf))))
         self.register_buffer("readout_hi", f64(readout.get("hi", np.full(2, np.inf))))
         self.inv_width, self.features, self.kind, self.gain = float(inv_width), features, kind, float(gain)
+        self.transfer = float(transfer)  # a Python float: the exported graph holds the blend, or none at 1
         self.left, self.right = torch.tensor(LEFT_EYE), torch.tensor(RIGHT_EYE)
 
     @property
@@ -234,6 +254,7 @@ class LandmarkRetarget(torch.nn.Module):
 
     def forward(self, landmarks: torch.Tensor, driver_neutral: torch.Tensor) -> torch.Tensor:
         landmarks, driver_neutral = landmarks.to(torch.float64), driver_neutral.to(torch.float64)
+        driver_neutral = transferred_neutral(driver_neutral, self.actor_neutral, self.transfer)
         shapes = self.actor_neutral[None] + self.gain * (self.normalise(landmarks) - driver_neutral[None])
         z = self.map(shape_features(shapes, self.features))
         if self.has_readout:
@@ -470,12 +491,14 @@ def encode_track(codec, track, chunk: int = 512) -> np.ndarray:
     return z
 
 
-def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float = 1.0, chunk: int = 4096) -> tuple[np.ndarray, dict]:
+def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float = 1.0, chunk: int = 4096,
+                   transfer: float = NEUTRAL_TRANSFER) -> tuple[np.ndarray, dict]:
     """The actor's z for every kept frame of ``track`` (NaN rows elsewhere) through the map, with the
-    driver's neutral taken from ``neutral`` (see :func:`neutral_window`). Returns z and what was used."""
+    driver's neutral taken from ``neutral`` (see :func:`neutral_window`) and ``transfer`` of its gap
+    to the actor's taken away (NEUTRAL_TRANSFER). Returns z and what was used."""
     kept = track.kept
     z = np.full((track.n, module.latent_dim), np.nan, np.float32)
-    info = {"neutral": neutral, "gain": gain, "neutral_frames": 0}
+    info = {"neutral": neutral, "gain": gain, "transfer": transfer, "neutral_frames": 0}
     if not kept.any():
         return z, info
     landmarks = np.asarray(track.landmarks[:], np.float32)[kept]
@@ -486,7 +509,7 @@ def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float
     except FacevaeError as err:
         raise FacevaeError(f"render.retarget.neutral: {err} in {track.path}") from None
     info["neutral_frames"] = int(neutral_frames(norm, track.time[kept], window).sum())
-    module.gain = float(gain)
+    module.gain, module.transfer = float(gain), float(transfer)
     rows = np.flatnonzero(kept)
     for i in range(0, len(rows), chunk):
         z[rows[i : i + chunk]] = module.drive(landmarks[i : i + chunk], driver_neutral)
@@ -519,7 +542,7 @@ def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict
             raise FacevaeError("render.drive retarget needs the actor's retargeting map (rule fit_retarget)")
         settings = RetargetSettings.from_config(retarget_cfg)  # checks the keys before any work
         z, used = retarget_track(load_retarget(retarget_path), track, retarget_cfg.get("neutral", "video"),
-                                 retarget_cfg.get("gain", 1.0))
+                                 retarget_cfg.get("gain", 1.0), transfer=retarget_cfg.get("transfer", NEUTRAL_TRANSFER))
         info["retarget"] = {**used, "map": dataclasses.asdict(settings)}
     else:
         z = encode_track(codec, track)
@@ -535,7 +558,8 @@ def save_retarget(path: str | os.PathLike, module: LandmarkRetarget, info: dict 
         "format": RETARGET_FORMAT,
         "version": RETARGET_VERSION,
         "state": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-        "settings": {"inv_width": module.inv_width, "features": module.features, "kind": module.kind, "gain": module.gain},
+        "settings": {"inv_width": module.inv_width, "features": module.features, "kind": module.kind, "gain": module.gain,
+                     "transfer": module.transfer},
         "info": info or {},
     }, path)
 
@@ -549,7 +573,8 @@ def load_retarget(path: str | os.PathLike) -> LandmarkRetarget:
         if "readout_lo" in s:  # version 2 maps have no range: unbounded
             readout.update(lo=s["readout_lo"].numpy(), hi=s["readout_hi"].numpy())
     module = LandmarkRetarget(s["actor_neutral"].numpy(), s["centres"].numpy(), s["coef"].numpy(), s["x_mean"].numpy(),
-                              s["z_mean"].numpy(), cfg["inv_width"], cfg["features"], cfg["kind"], cfg["gain"], readout)
+                              s["z_mean"].numpy(), cfg["inv_width"], cfg["features"], cfg["kind"], cfg["gain"], readout,
+                              cfg.get("transfer", 1.0))  # maps saved before the key: the full transfer
     module.info = blob.get("info", {})
     return module.eval()
 

@@ -84,7 +84,7 @@ def attribute_directions(attributes_h5, names) -> dict[str, list[float]]:
 
 
 def page_manifest(actor: str, model, faces: dict, retarget_info: dict, attributes: dict, align: AlignConfig,
-                  live: dict, gain: float) -> dict:
+                  live: dict, gain: float, transfer: float = 1.0) -> dict:
     """The page's one description of the actor (written as page.json). ``live``: the validated
     ``page:`` section (calibration_seconds, neutral, detect_every: defaults in its schema only)."""
     if align.size != FACE_SIZE:
@@ -107,7 +107,7 @@ def page_manifest(actor: str, model, faces: dict, retarget_info: dict, attribute
         "align": {"template": np.round(align.template(), 6).tolist(), "points": ALIGN_POINTS[align.points],
                   "left_eye": LEFT_EYE, "right_eye": RIGHT_EYE},
         "drive": {"method": "retarget", "calibration_seconds": float(live["calibration_seconds"]),
-                  "gain": float(gain),
+                  "gain": float(gain), "transfer": float(transfer),
                   "fit": {k: retarget_info[k] for k in ("faces", "cv_r2") if k in retarget_info}},
         "live": {"detect_every": int(live["detect_every"]), "neutral": str(live["neutral"])},
         "files": {"decoder": "decoder.onnx", "drive": "drive.onnx"},
@@ -117,18 +117,20 @@ def page_manifest(actor: str, model, faces: dict, retarget_info: dict, attribute
 def build_page_models(model_path, faces_path, retarget_path, attributes_h5, outputs: dict, settings: dict,
                       actor: str) -> dict:
     """Rule page_models. ``outputs``: decoder, drive (ONNX), manifest (page.json). ``settings``:
-    ``calibration_seconds``, ``detect_every``, ``neutral`` (the page: section), ``gain``
-    (render.retarget.gain), ``attributes`` (names of the attribute directions to offer), ``faces``
+    ``calibration_seconds``, ``detect_every``, ``neutral`` (the page: section), ``gain`` and
+    ``transfer`` (render.retarget's), ``attributes`` (names of the attribute directions to offer), ``faces``
     (the config's faces section: the crop geometry)."""
     from facevae.faces.io import read_faces
 
     model = load_model(model_path)
     faces = read_faces(faces_path)
     retarget = load_retarget(retarget_path)
+    # The drive the pipeline's renders use (render.retarget.gain / transfer), held in the exported graph.
+    retarget.gain, retarget.transfer = float(settings["gain"]), float(settings.get("transfer", 1.0))
     names = settings_of({"edit": settings.get("attributes")})["edit"]
     attributes = attribute_directions(attributes_h5, names) if attributes_h5 else {}
     manifest = page_manifest(actor, model, faces, getattr(retarget, "info", {}), attributes,
-                             AlignConfig.from_config(settings.get("faces")), settings, settings["gain"])
+                             AlignConfig.from_config(settings.get("faces")), settings, retarget.gain, retarget.transfer)
     export_decoder_onnx(model, outputs["decoder"])
     export_drive_onnx(retarget, outputs["drive"])
     write_text(outputs["manifest"], json.dumps(manifest, indent=1) + "\n")

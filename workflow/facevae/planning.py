@@ -263,7 +263,7 @@ RETARGET_OUTPUTS = {
     "map": "results/models/{actor}/retarget.pt",
     "table": "results/models/{actor}/retarget.tsv",
 }
-# The render.retarget keys the fitted map depends on (the others -- neutral, gain -- are applied
+# The render.retarget keys the fitted map depends on (the others -- neutral, gain, transfer -- are applied
 # at render time), so changing a render-time key re-renders without refitting.
 RETARGET_FIT_KEYS = ("features", "map", "bandwidth", "l2", "max_centres", "folds", "readout", "eye_gain_max")
 
@@ -323,13 +323,14 @@ def page_attributes(config: dict, actor: str) -> list[str]:
 
 def page_model_settings(config: dict) -> dict:
     """What rule page_models depends on: the page: section, the crop geometry, the retarget gain and
-    the attribute directions offered (attributes.edit)."""
+    neutral transfer, and the attribute directions offered (attributes.edit)."""
     from_page = {k: v for k, v in (config.get("page") or {}).items() if k != "build"}
     return {
         **from_page,
         "faces": {k: v for k, v in (config.get("faces") or {}).items()
                   if k in ("size", "template_scale", "template_offset_y", "align_points")},
         "gain": config["render"]["retarget"]["gain"],  # validated: the schema's default is filled in
+        "transfer": config["render"]["retarget"]["transfer"],
         "attributes": (config.get("attributes") or {}).get("edit"),  # validated: the schema default list
     }
 
