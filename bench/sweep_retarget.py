@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from bench_transfer import ACTORS, video_of  # noqa: E402
 from facevae.driving import (LEFT_EYE_BROW, MOUTH, NEUTRAL_TRANSFER, RIGHT_EYE_BROW, RetargetSettings, _dlib_eye_opening,  # noqa: E402
-                             calibrate_eye_step, fit_retarget, neutral_shape, normalise_landmarks, retarget_shapes,
+                             fit_and_calibrate, neutral_shape, normalise_landmarks, retarget_shapes,
                              shape_openings)
 from facevae.expression import pearson  # noqa: E402
 from facevae.faces.io import DriverTrack, read_faces  # noqa: E402
@@ -146,10 +146,7 @@ def main() -> None:
         fitted = {}
         for v in [v for v in VARIANTS if not ONLY or any(o in v.label for o in ONLY)]:
             if v.settings not in fitted:
-                module, report = fit_retarget(faces["landmarks"], mu, v.settings)
-                if v.settings.eye_gain_max > 1 and report.get("readout_eye"):
-                    report.update(calibrate_eye_step(module, mu, float(report["eye_sd"]), eye_of, v.settings.eye_gain_max))
-                fitted[v.settings] = (module, report)
+                fitted[v.settings] = fit_and_calibrate(faces["landmarks"], mu, v.settings, eye_of)
             module, report = fitted[v.settings]
             for b, drv in drivers.items():
                 if b == a:

@@ -104,8 +104,8 @@ def test_the_page_settings_come_from_the_schema():
 
     config = validate({"actors": {"a": {"videos": {"v": {"url": "https://example.org/x.mp4"}}}}})
     settings = page_model_settings(config)
-    assert {k: settings[k] for k in ("calibration_seconds", "detect_every", "neutral", "gain")} == \
-        {"calibration_seconds": 2.0, "detect_every": 5, "neutral": "running", "gain": 1.0}
+    assert {k: settings[k] for k in ("calibration_seconds", "detect_every", "neutral", "gain", "transfer")} == \
+        {"calibration_seconds": 2.0, "detect_every": 5, "neutral": "running", "gain": 1.0, "transfer": 0.75}
     assert "build" not in settings and settings["attributes"] == config["attributes"]["edit"]
 
 

@@ -605,6 +605,17 @@ def _dlib_eye_opening(codec, faces: dict, faces_path):
     return lambda z: dlib_ratios(codec.decode(np.asarray(z, np.float32)), align)[:, 1]
 
 
+def fit_and_calibrate(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettings, eye_opening_of):
+    """:func:`fit_retarget`, then the eye step calibrated on the decoder (:func:`calibrate_eye_step`;
+    ``eye_opening_of``: z -> the eye opening measured on the decoded faces) where the settings allow
+    it and the fit has an eye read-out. The one fitting sequence of rule fit_retarget and the sweep."""
+    module, report = fit_retarget(landmarks, mu, settings)
+    report.update(eye_response=float("nan"), eye_gain=1.0)  # the columns are always there
+    if settings.eye_gain_max > 1 and report.get("readout_eye"):
+        report.update(calibrate_eye_step(module, mu, float(report["eye_sd"]), eye_opening_of, settings.eye_gain_max))
+    return module, report
+
+
 def fit_actor_retarget(faces_path, model_path, outputs: dict, settings: RetargetSettings, actor: str) -> dict:
     """Rule fit_retarget: the actor's faces through its encoder, then :func:`fit_retarget` from the
     faces' landmarks to those means. ``outputs``: ``map`` (retarget.pt), ``table`` (a one-row TSV:
@@ -621,11 +632,7 @@ def fit_actor_retarget(faces_path, model_path, outputs: dict, settings: Retarget
                            f"stage (actors.{actor}.dataset files hold images only; use render.drive: encoder)")
     codec = Codec(load_model(model_path))
     mu = codec.encode(faces["data"])
-    module, report = fit_retarget(faces["landmarks"], mu, settings)
-    report.update(eye_response=float("nan"), eye_gain=1.0)  # the columns are always there
-    if settings.eye_gain_max > 1 and report.get("readout_eye"):
-        report.update(calibrate_eye_step(module, mu, float(report["eye_sd"]),
-                                         _dlib_eye_opening(codec, faces, faces_path), settings.eye_gain_max))
+    module, report = fit_and_calibrate(faces["landmarks"], mu, settings, _dlib_eye_opening(codec, faces, faces_path))
     report = {"actor": actor, **report}
     save_retarget(outputs["map"], module, report)
     write_text(outputs["table"], pd.DataFrame([report]).to_csv(sep="\t", index=False, float_format="%.6g"))

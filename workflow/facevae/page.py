@@ -126,7 +126,7 @@ def build_page_models(model_path, faces_path, retarget_path, attributes_h5, outp
     faces = read_faces(faces_path)
     retarget = load_retarget(retarget_path)
     # The drive the pipeline's renders use (render.retarget.gain / transfer), held in the exported graph.
-    retarget.gain, retarget.transfer = float(settings["gain"]), float(settings.get("transfer", 1.0))
+    retarget.gain, retarget.transfer = float(settings["gain"]), float(settings["transfer"])
     names = settings_of({"edit": settings.get("attributes")})["edit"]
     attributes = attribute_directions(attributes_h5, names) if attributes_h5 else {}
     manifest = page_manifest(actor, model, faces, getattr(retarget, "info", {}), attributes,
