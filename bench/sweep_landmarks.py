@@ -29,50 +29,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 sys.path.insert(0, str(REPO / "bench"))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from bench_transfer import ACTORS, video_of  # noqa: E402
-from facevae.driving import MOUTH, NEUTRAL_TRANSFER, RetargetSettings, _dlib_eye_opening, fit_and_calibrate, neutral_shape, normalise_landmarks  # noqa: E402
+from facevae.driving import NEUTRAL_TRANSFER, RetargetSettings, _dlib_eye_opening, fit_and_calibrate, neutral_shape, normalise_landmarks  # noqa: E402
 from facevae.expression import pearson  # noqa: E402
-from facevae.faces.align import invert_transform, transform_points  # noqa: E402
-from facevae.faces.faceapi_landmarks import box_around, faceapi_landmarks_batch, load_faceapi_landmark_net  # noqa: E402
+from facevae.faces.faceapi_landmarks import load_faceapi_landmark_net, track_landmarks, with_faceapi_mouth  # noqa: E402
 from facevae.faces.io import DriverTrack, read_faces  # noqa: E402
 from facevae.instruments import MeshInstrument, sharpen  # noqa: E402
 from facevae.modelio import Codec, load_model  # noqa: E402
 from facevae.render import RenderConfig  # noqa: E402
 from facevae.scoring import jitter, retrieval_index  # noqa: E402
-
-TRACK_MARGIN = 1.25  # app.js
-
-
-def faceapi_track_landmarks(track: DriverTrack, video: Path, net, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), 68, 2) face-api landmarks in the track's crop px for the track rows ``rows``."""
-    want = {int(track.frame[r]): i for i, r in enumerate(rows)}
-    out = np.full((len(rows), 68, 2), np.nan)
-    cap = cv2.VideoCapture(str(video))
-    index = 0
-    while want:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        if index in want:
-            i = want.pop(index)
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            h, w = rgb.shape[:2]
-            m = track.transforms[rows[i]]
-            dlib_px = transform_points(invert_transform(m), np.asarray(track.landmarks[rows[i]], np.float64))
-            first = faceapi_landmarks_batch(rgb, [box_around(dlib_px, TRACK_MARGIN, w, h)], net)[0]
-            second = faceapi_landmarks_batch(rgb, [box_around(first, TRACK_MARGIN, w, h)], net)[0]
-            out[i] = transform_points(m, second)
-        index += 1
-    cap.release()
-    if want:
-        raise SystemExit(f"{video}: {len(want)} track frames not decoded")
-    return out
-
 
 def main() -> None:
     torch.set_num_threads(2)
@@ -89,11 +58,9 @@ def main() -> None:
         track = DriverTrack(work / f"results/tracks/{d}/{video_of(d)}.h5")
         rows = np.flatnonzero(track.kept)
         crops = track.read_crops(0, track.n)[rows]
-        fa = faceapi_track_landmarks(track, work / f"results/videos/{d}/{video_of(d)}.mp4", net, rows)
+        fa = track_landmarks(track, work / f"results/videos/{d}/{video_of(d)}.mp4", net, rows)
         dlib = np.asarray(track.landmarks[:])[rows]
-        mixed = dlib.copy()
-        mixed[:, MOUTH] = fa[:, MOUTH]  # face-api's mouth, dlib's eyes, brows and jaw
-        drivers[b] = {"mesh": measure(crops), "dlib": dlib, "face-api": fa, "face-api mouth": mixed}
+        drivers[b] = {"mesh": measure(crops), "dlib": dlib, "face-api": fa, "face-api mouth": with_faceapi_mouth(dlib, fa)}
         print(f"driver {b}: {len(rows)} frames ({time.perf_counter() - t0:.0f} s)", flush=True)
     out = []
     for a in ACTORS:
@@ -102,7 +69,7 @@ def main() -> None:
         track = DriverTrack(work / f"results/tracks/{a}/{a}.h5")
         by_frame = {int(f): r for r, f in enumerate(track.frame)}
         rows = np.array([by_frame[int(f)] for f in faces["frame"]])
-        actor_fa = faceapi_track_landmarks(track, work / f"results/videos/{a}/{a}.mp4", net, rows)
+        actor_fa = track_landmarks(track, work / f"results/videos/{a}/{a}.mp4", net, rows)
         # the faces file's points are the track's (same crop): check, so the transform is the right one
         assert np.allclose(np.asarray(track.landmarks[:])[rows], faces["landmarks"], atol=1e-3)
         codec = Codec(load_model(work / f"results/models/{a}/model.pt"))

@@ -2,8 +2,10 @@
 # (results/reenact/{actor}/{driver}/{video}.*). A driver may be another actor (cross-reenactment).
 
 from facevae.planning import (
+    FACEAPI_WEIGHTS,
     RETARGET_OUTPUTS,
     reenact_attributes,
+    reenact_faceapi,
     reenact_outputs,
     reenact_retarget,
     reenact_targets,
@@ -36,6 +38,21 @@ rule fit_retarget:
         "../workflow/scripts/fit_retarget.py"
 
 
+rule faceapi_weights:
+    """face-api's 68-point landmark weights from the page's npm lock file (the drivers' mouth points)."""
+    output:
+        **FACEAPI_WEIGHTS,
+    log:
+        "results/logs/faceapi_weights.log",
+    benchmark:
+        "results/benchmarks/faceapi_weights.tsv"
+    conda:
+        "../envs/page.yaml"
+    threads: 1
+    script:
+        "../workflow/scripts/faceapi_weights.py"
+
+
 rule reenact:
     """Drive the actor with the driver's track (render.drive), decode, compose, mux audio, score."""
     input:
@@ -48,6 +65,7 @@ rule reenact:
         model="results/models/{actor}/model.pt",
         faces="results/faces/{actor}.h5",
         retarget=lambda wc: reenact_retarget(config, wc.actor),
+        faceapi=reenact_faceapi(config),
         attributes=lambda wc: reenact_attributes(config, wc.actor),
     output:
         **{

@@ -62,6 +62,8 @@ def test_valid_config_entry_in_seconds():
         (lambda c: c.update(train={"lr": float("nan")}), "train.lr", "must be a finite number, not nan"),
         (lambda c: c.update(train={"beta": float("inf")}), "train.beta", "must be a finite number, not inf"),
         (lambda c: c.update(render={"retarget": {"gain": float("nan")}}), "render.retarget.gain", "finite number"),
+        (lambda c: c.update(render={"retarget": {"mouth_points": "mesh"}}), "render.retarget.mouth_points",
+         "must be faceapi or dlib"),
         (lambda c: c.update(actors=None), "actors", "no actors: add at least one actor"),
         (lambda c: c.update(actors={}), "actors", "no actors: add at least one actor"),
         (lambda c: c["actors"]["trump"]["videos"]["rally"].pop("url") and c["actors"]["trump"]["videos"]["rally"].update(

@@ -12,12 +12,14 @@ from facevae.driving import (
     LandmarkRetarget,
     RetargetSettings,
     calibrate_eye_step,
+    driver_landmarks,
     export_onnx,
     fit_retarget,
     load_retarget,
     neutral_shape,
     normalise_landmarks,
     retarget_shapes,
+    retarget_track,
     transferred_neutral,
     save_retarget,
     shape_features,
@@ -362,3 +364,50 @@ def test_onnx_export_holds_targets_in_range_and_exports_an_unbounded_version_2_m
         np.testing.assert_allclose(z, m.drive(stranger, neutral), atol=1e-5, err_msg=name)
         assert np.isfinite(z).all()
     assert not np.allclose(module.drive(stranger, neutral)[2], load_retarget(tmp_path / "v2.pt").drive(stranger, neutral)[2])
+
+
+def test_the_faceapi_mouth_replaces_only_the_mouths_twenty_points():
+    from facevae.faces.faceapi_landmarks import with_faceapi_mouth
+
+    rng = np.random.default_rng(0)
+    dlib, faceapi = rng.normal(size=(5, 68, 2)), rng.normal(size=(5, 68, 2))
+    mixed = with_faceapi_mouth(dlib, faceapi)
+    assert np.array_equal(mixed[:, 48:], faceapi[:, 48:]) and np.array_equal(mixed[:, :48], dlib[:, :48])
+    assert not np.shares_memory(mixed, dlib)
+
+
+class _Track:
+    """The part of a DriverTrack driver_landmarks reads."""
+
+    def __init__(self, kept):
+        self.kept = np.asarray(kept, bool)
+        self.landmarks = np.zeros((len(kept), 68, 2), np.float32)
+
+
+def test_driver_landmarks_names_a_bad_mouth_points_value_and_what_faceapi_needs():
+    assert driver_landmarks(_Track([True, False]), "dlib") is None  # the track's own points
+    assert driver_landmarks(_Track([False]), "faceapi") is None  # nothing kept: nothing to run
+    with pytest.raises(FacevaeError, match="render.retarget.mouth_points must be one of faceapi, dlib, not 'mesh'"):
+        driver_landmarks(_Track([True]), "mesh")
+    with pytest.raises(FacevaeError, match="rule faceapi_weights"):
+        driver_landmarks(_Track([True]), "faceapi", video_path="x.mp4", faceapi_model=None)
+
+
+def test_retarget_track_drives_with_the_landmarks_it_is_given():
+    """retarget_track(landmarks=...) uses those points for the kept frames, not the track's."""
+    rng = np.random.default_rng(1)
+    template = template_landmarks(64)
+    own = template[None] + rng.normal(scale=0.6, size=(60, 68, 2))
+    module, _ = fit_retarget(own, rng.normal(size=(60, 4)), RetargetSettings(readout=False))
+
+    class Track:
+        kept = np.array([True] * 30 + [False] * 2)
+        n, time = 32, np.arange(32) / 25.0
+        landmarks = np.concatenate([own[:30], np.full((2, 68, 2), np.nan)]).astype(np.float32)
+
+    given = own[30:60].astype(np.float32)
+    z_track, _ = retarget_track(module, Track())
+    z_given, _ = retarget_track(module, Track(), landmarks=given)
+    assert np.isnan(z_given[30:]).all() and np.isfinite(z_given[:30]).all()
+    expected = module.drive(given, neutral_shape(normalise_landmarks(given)))
+    assert np.allclose(z_given[:30], expected, atol=1e-6) and not np.allclose(z_given[:30], z_track[:30])

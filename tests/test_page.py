@@ -21,8 +21,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.media]
 
 ACTOR, DRIVER, VIDEO = "d6", "tpsmm", "driving"
 # Video-file mode: the page's rendered mouth against the pipeline's on the same frames, face mesh
-# r measured 0.49 on the CI pipeline's d6 (seed 0); the bar sits 0.1 below.
-PAGE_VS_PIPELINE_MOUTH = 0.39
+# r measured 0.628 on the CI pipeline's d6 (seed 0) now that the pipeline's drivers' mouth points are
+# face-api's too (0.41 with dlib's); the bar sits 0.1 below.
+PAGE_VS_PIPELINE_MOUTH = 0.52
 # The PyTorch port of face-api's landmark net against the page's own points on the same frames, px.
 PORT_MEDIAN_PX, PORT_P99_PX = 0.25, 1.0
 
@@ -228,8 +229,9 @@ def test_video_file_mode_matches_the_pipelines_driving_path(session, site, video
     assert c["frames"] >= 0.9 * c["kept"], (c["frames"], c["kept"])
     assert c["median_diff"] <= 0.05
     # The page's mouth follows the pipeline's beyond what the series' smoothness gives. Not the
-    # issue's 0.8: face-api's and dlib's mouth openings on these frames agree at r 0.80 themselves
-    # (the ceiling), and the map passes their differences on (measured 0.49 on this CI model).
+    # issue's 0.8: the pipeline takes the mouth from face-api as the page does, but its eyes, brows
+    # and the points the alignment uses from dlib, where the page has face-api's alone (measured
+    # 0.628 on this CI model).
     assert c["mouth_r"] > c["shift_p95"] and c["mouth_r"] >= PAGE_VS_PIPELINE_MOUTH, (c["mouth_r"], c["shift_p95"])
     # And carries the driver's mouth at least as well as the pipeline's path with the same neutral
     # (measured: page 0.47, pipeline 0.29 -- face-api's mouth points move more than dlib's).

@@ -3,7 +3,7 @@ with the independent instrument (MediaPipe's face mesh) -- shared by tests/test_
 and bench/bench_page.py (a table row on a model trained with the defaults).
 
 The pipeline side is what `render.drive retarget` does with the page's settings: the driver's dlib
-track, the actor's retargeting map, the neutral from the same calibration window, PyTorch's decoder.
+track with face-api's mouth points (render.retarget.mouth_points faceapi), the actor's retargeting map, the neutral from the same calibration window, PyTorch's decoder.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ def mesh_mouth(faces: np.ndarray) -> np.ndarray:
         mesh.close()
 
 
-def compare_with_pipeline(log: list[dict], workdir: Path, actor: str, driver: str, video: str, manifest: dict) -> dict:
+def compare_with_pipeline(log: list[dict], workdir: Path, actor: str, driver: str, video: str, manifest: dict,
+                          mouth_points: str = "faceapi") -> dict:
     """``log``: the page's ``stepThrough`` entries (frame, crop, image). Returns the matched frame
     count, the median |page - pipeline| pixel difference (of full scale), the mesh mouth r between
     the two renders with its circular-shift p95 (what the series' smoothness alone gives), each
     render's mouth r with the driver's own crops, face-api's distance from dlib's landmarks, and where
     the renders part: the page against PyTorch's path fed the page's (face-api's) landmarks, and the
     two landmark models' mouth openings against each other and against the driver's mesh mouth."""
-    from facevae.driving import load_retarget, neutral_shape, normalise_landmarks, retarget_track
+    from facevae.driving import driver_landmarks, load_retarget, neutral_shape, normalise_landmarks, retarget_track
     from facevae.faces.io import DriverTrack
     from facevae.instruments import landmark_ratios
     from facevae.modelio import decode, load_model
@@ -42,8 +43,12 @@ def compare_with_pipeline(log: list[dict], workdir: Path, actor: str, driver: st
     retarget = load_retarget(workdir / f"results/models/{actor}/retarget.pt")
     calibration = manifest["drive"]["calibration_seconds"]
     with DriverTrack(workdir / f"results/tracks/{driver}/{video}.h5") as track:
+        # The drivers' points as rule reenact takes them (render.retarget.mouth_points, default faceapi:
+        # dlib's with face-api's mouth; the weights are the page's own copy).
+        points = driver_landmarks(track, mouth_points, workdir / f"results/videos/{driver}/{video}.mp4",
+                                  workdir / f"results/explore/{actor}/vendor/face-api/model")
         z, _ = retarget_track(retarget, track, neutral=[0, calibration], gain=manifest["drive"]["gain"],
-                              transfer=manifest["drive"]["transfer"])
+                              transfer=manifest["drive"]["transfer"], landmarks=points)
         by_frame = {int(f): i for i, f in enumerate(track.frame)}
         pairs = [(e, by_frame[e["frame"]]) for e in log if e.get("image") and e["frame"] in by_frame
                  and track.kept[by_frame[e["frame"]]]]

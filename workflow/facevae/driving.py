@@ -492,16 +492,17 @@ def encode_track(codec, track, chunk: int = 512) -> np.ndarray:
 
 
 def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float = 1.0, chunk: int = 4096,
-                   transfer: float = NEUTRAL_TRANSFER) -> tuple[np.ndarray, dict]:
+                   transfer: float = NEUTRAL_TRANSFER, landmarks=None) -> tuple[np.ndarray, dict]:
     """The actor's z for every kept frame of ``track`` (NaN rows elsewhere) through the map, with the
     driver's neutral taken from ``neutral`` (see :func:`neutral_window`) and ``transfer`` of its gap
-    to the actor's taken away (NEUTRAL_TRANSFER). Returns z and what was used."""
+    to the actor's taken away (NEUTRAL_TRANSFER). ``landmarks``: the kept frames' points (crop px)
+    to drive with instead of the track's (see :func:`driver_landmarks`). Returns z and what was used."""
     kept = track.kept
     z = np.full((track.n, module.latent_dim), np.nan, np.float32)
     info = {"neutral": neutral, "gain": gain, "transfer": transfer, "neutral_frames": 0}
     if not kept.any():
         return z, info
-    landmarks = np.asarray(track.landmarks[:], np.float32)[kept]
+    landmarks = np.asarray(track.landmarks[:], np.float32)[kept] if landmarks is None else np.asarray(landmarks, np.float32)
     norm = normalise_landmarks(landmarks)
     window = neutral_window(neutral)
     try:
@@ -516,14 +517,41 @@ def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float
     return z, info
 
 
+MOUTH_POINTS = ("faceapi", "dlib")  # render.retarget.mouth_points
+
+
+def driver_landmarks(track, mouth_points: str, video_path=None, faceapi_model=None) -> np.ndarray | None:
+    """The kept frames' points retargeting reads: the track's (dlib's), with ``mouth_points`` faceapi
+    the mouth's 20 points from face-api's 68-point net (the page's model, run in PyTorch on the
+    video's frames; ``faceapi_model``: its weights folder, rule faceapi_weights). None = the track's.
+    Why: dlib's mouth opening follows the face mesh's less well than face-api's (tpsmm: r 0.75 vs
+    0.89), and the map passes that noise on; face-api's eyes are worse for the map (eye r 0.35 vs
+    0.52), so only the mouth is taken -- the bench's 16 cross pairs, mesh mouth / eye medians 0.753
+    / 0.519 -> 0.821 / 0.542, 13 -> 16 of 16 within retrieval's reach (bench/results/landmark_sweep.md)."""
+    if mouth_points not in MOUTH_POINTS:
+        raise FacevaeError(f"render.retarget.mouth_points must be one of {', '.join(MOUTH_POINTS)}, not {mouth_points!r}")
+    if mouth_points == "dlib" or not track.kept.any():
+        return None
+    if faceapi_model is None or video_path is None:
+        raise FacevaeError("render.retarget.mouth_points faceapi needs face-api's landmark weights (rule faceapi_weights) "
+                           "and the driver's video")
+    from facevae.faces.faceapi_landmarks import load_faceapi_landmark_net, track_landmarks, with_faceapi_mouth
+
+    rows = np.flatnonzero(track.kept)
+    faceapi = track_landmarks(track, video_path, load_faceapi_landmark_net(faceapi_model), rows)
+    return with_faceapi_mouth(np.asarray(track.landmarks[:], np.float64)[rows], faceapi)
+
+
 def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict | None = None, actor_descriptor=None,
-                same_person: float = 0.35, upscale: int = 4) -> tuple[np.ndarray, dict]:
+                same_person: float = 0.35, upscale: int = 4, video_path=None, faceapi_model=None) -> tuple[np.ndarray, dict]:
     """The actor's z for every kept frame of ``track`` (NaN rows elsewhere) by ``render.drive``.
 
     ``retarget_path``: the actor's map (needed when the method is retarget); ``retarget_cfg``: the
     ``render.retarget`` section; ``actor_descriptor``: the actor's mean descriptor (auto compares
-    the driver's with it). Returns z and what was done: ``method`` (encoder or retarget), for auto
-    ``identity_distance``, for retarget its neutral / gain / map settings."""
+    the driver's with it); ``video_path`` and ``faceapi_model``: the driver's video and face-api's
+    weights folder (retarget with ``mouth_points`` faceapi, see :func:`driver_landmarks`). Returns z
+    and what was done: ``method`` (encoder or retarget), for auto ``identity_distance``, for
+    retarget its neutral / gain / mouth points / map settings."""
     retarget_cfg = retarget_cfg or {}
     info: dict = {"drive": drive}
     if drive == "auto":
@@ -541,9 +569,12 @@ def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict
         if retarget_path is None:
             raise FacevaeError("render.drive retarget needs the actor's retargeting map (rule fit_retarget)")
         settings = RetargetSettings.from_config(retarget_cfg)  # checks the keys before any work
+        mouth_points = retarget_cfg.get("mouth_points", "faceapi")
+        landmarks = driver_landmarks(track, mouth_points, video_path, faceapi_model)
         z, used = retarget_track(load_retarget(retarget_path), track, retarget_cfg.get("neutral", "video"),
-                                 retarget_cfg.get("gain", 1.0), transfer=retarget_cfg.get("transfer", NEUTRAL_TRANSFER))
-        info["retarget"] = {**used, "map": dataclasses.asdict(settings)}
+                                 retarget_cfg.get("gain", 1.0), transfer=retarget_cfg.get("transfer", NEUTRAL_TRANSFER),
+                                 landmarks=landmarks)
+        info["retarget"] = {**used, "mouth_points": mouth_points, "map": dataclasses.asdict(settings)}
     else:
         z = encode_track(codec, track)
     return z, info

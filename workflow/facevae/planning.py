@@ -284,6 +284,19 @@ def reenact_retarget(config: dict, actor: str) -> list[str]:
     return [RETARGET_OUTPUTS["map"].format(actor=actor)] if drives_by_retargeting(config) else []
 
 
+FACEAPI_WEIGHTS = {
+    "manifest": "results/weights/face-api/face_landmark_68_model-weights_manifest.json",
+    "weights": "results/weights/face-api/face_landmark_68_model.bin",
+}
+
+
+def reenact_faceapi(config: dict) -> list[str]:
+    """face-api's landmark weights (rule faceapi_weights), an input when the drive may retarget with
+    render.retarget.mouth_points faceapi."""
+    mouth = ((config.get("render") or {}).get("retarget") or {}).get("mouth_points", "faceapi")
+    return list(FACEAPI_WEIGHTS.values()) if drives_by_retargeting(config) and mouth == "faceapi" else []
+
+
 def reenact_targets(config: dict) -> list[str]:
     """Every file of every reenactment job."""
     patterns = reenact_outputs(config)

@@ -200,6 +200,7 @@ def render_reenactment(
     attributes_path=None,
     faces_path=None,
     retarget_path=None,
+    faceapi_model=None,
     chunk: int = 256,
     score: bool = True,
     progress: bool = True,
@@ -212,6 +213,8 @@ def render_reenactment(
     ``faces_path``: the actor's training faces (the score's identity reference and retrieval
     baseline, and what ``render.drive auto`` compares the driver with; needed when scoring).
     ``retarget_path``: the actor's map (rule fit_retarget; needed when the drive is retarget).
+    ``faceapi_model``: face-api's landmark weights folder (rule faceapi_weights; needed when the
+    drive retargets with render.retarget.mouth_points faceapi).
     """
     from tqdm import tqdm
 
@@ -240,7 +243,7 @@ def render_reenactment(
             actor_descriptor = mean_descriptor(actor_faces["data"], track.align_config(FACE_SIZE), cfg.score_upscale)
         t0 = time.perf_counter()
         z, drive_info = drive_track(cfg.drive, codec, track, retarget_path, cfg.retarget, actor_descriptor,
-                                    cfg.same_person_distance, cfg.score_upscale)
+                                    cfg.same_person_distance, cfg.score_upscale, video_path, faceapi_model)
         z = smooth_latents(z, kept, cfg.smooth)
         if cfg.edit:
             z = (z + edit_vector(attributes_path, cfg.edit, model.config.latent_dim)).astype(np.float32)

@@ -42,12 +42,26 @@ VENDOR_FILES = {
 }
 
 
-def find_npm() -> str:
+#: face-api's 68-point landmark weights, for the pipeline's own use of the page's landmark model
+#: (rule faceapi_weights; facevae.faces.faceapi_landmarks): <dest> <- node_modules/<src>.
+LANDMARK_WEIGHT_FILES = {
+    "face_landmark_68_model-weights_manifest.json": "@vladmandic/face-api/model/face_landmark_68_model-weights_manifest.json",
+    "face_landmark_68_model.bin": "@vladmandic/face-api/model/face_landmark_68_model.bin",
+    "LICENSE": "@vladmandic/face-api/LICENSE",
+}
+#: What to do without node / npm, by the rule that needs them.
+WITHOUT_NPM = {
+    "page": "set page.build: false to skip the pages",
+    "faceapi_weights": "or set render.retarget.mouth_points: dlib to drive with dlib's mouth points",
+}
+
+
+def find_npm(rule: str = "page") -> str:
     """The npm executable, or one error saying what to install (envs/page.yaml names it)."""
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        raise FacevaeError("rule page needs node and npm on PATH (envs/page.yaml: conda install nodejs, or "
-                           "apt install nodejs npm); set page.build: false to skip the pages")
+        raise FacevaeError(f"rule {rule} needs node and npm on PATH (envs/page.yaml: conda install nodejs, or "
+                           f"apt install nodejs npm); {WITHOUT_NPM.get(rule, '')}")
     return npm
 
 
@@ -58,10 +72,12 @@ def locked_versions(source: Path = PAGE_SOURCE) -> dict[str, str]:
     return {name: lock["packages"][f"node_modules/{name}"]["version"] for name in wanted}
 
 
-def install_runtime(vendor: str | os.PathLike, source: Path = PAGE_SOURCE, log=None) -> dict[str, str]:
-    """``npm ci`` of the lock file in a scratch folder, then the :data:`VENDOR_FILES` into ``vendor``
-    (replaced whole, so a failed install leaves the old one). Returns the installed versions."""
-    npm = find_npm()
+def install_runtime(vendor: str | os.PathLike, source: Path = PAGE_SOURCE, log=None, files: dict | None = None,
+                    rule: str = "page") -> dict[str, str]:
+    """``npm ci`` of the lock file in a scratch folder, then ``files`` (default :data:`VENDOR_FILES`)
+    into ``vendor`` (replaced whole, so a failed install leaves the old one). Returns the installed versions."""
+    npm = find_npm(rule)
+    files = VENDOR_FILES if files is None else files
     vendor = Path(vendor)
     with tempfile.TemporaryDirectory(prefix="facevae-npm-") as scratch:
         for name in ("package.json", "package-lock.json"):
@@ -80,10 +96,10 @@ def install_runtime(vendor: str | os.PathLike, source: Path = PAGE_SOURCE, log=N
         staging = vendor.with_name(vendor.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            for dest, src in VENDOR_FILES.items():
+            for dest, src in files.items():
                 if not (modules / src).is_file():
                     raise FacevaeError(f"npm package file {src} is missing after npm ci: the lock file's versions "
-                                       f"do not ship it (facevae.webruntime.VENDOR_FILES)")
+                                       f"do not ship it (facevae.webruntime)")
                 (staging / dest).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(modules / src, staging / dest)
             versions = locked_versions(source)

@@ -1,5 +1,6 @@
 """Rule reenact: one driver video through one actor's VAE -> composite mp4, score TSV, plots."""
 
+import os
 import sys
 
 sys.path.insert(0, snakemake.scriptdir + "/..")  # noqa: F821 -- the facevae package beside scripts/
@@ -25,6 +26,7 @@ def main(smk):
         attributes_path=smk.input.get("attributes"),
         faces_path=smk.input.faces,
         retarget_path=smk.input.retarget[0] if len(smk.input.retarget) else None,
+        faceapi_model=os.path.dirname(smk.input.faceapi[0]) if len(smk.input.faceapi) else None,
     )
 
 

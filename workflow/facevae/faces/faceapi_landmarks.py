@@ -377,3 +377,51 @@ def faceapi_landmarks(image_rgb: np.ndarray, box, net: nn.Module, resample: str 
     page maps it). The page skips boxes under 16 px a side before calling this; that check is the
     caller's. ``resample``: "canvas" (the browser, default) or "tensor" (face-api on a tf.Tensor)."""
     return faceapi_landmarks_batch([image_rgb], [box], net, resample)[0]
+
+
+TRACK_MARGIN = 1.25  # app.js: the box around the last landmarks the page's net runs in
+MOUTH_POINTS = list(range(48, 68))  # the 68-point scheme's mouth (outer and inner lips)
+
+
+def track_landmarks(track, video_path, net: nn.Module, rows) -> np.ndarray:
+    """face-api's 68 landmarks for the track rows ``rows`` (each must have dlib landmarks), in the
+    track's crop px: on the decoded video frame, the net runs as the page's tracking runs it -- in
+    the box around the track's points (margin 1.25), then once more around its own answer -- and
+    the points go into the crop by the track's transform. (len(rows), 68, 2) float64."""
+    import cv2
+
+    from facevae.faces.align import invert_transform, transform_points
+
+    rows = np.asarray(rows, np.int64)
+    want = {int(track.frame[r]): i for i, r in enumerate(rows)}
+    out = np.full((len(rows), 68, 2), np.nan)
+    dlib = np.asarray(track.landmarks[:], np.float64)
+    cap = cv2.VideoCapture(str(video_path))
+    index = 0
+    try:
+        while want:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            i = want.pop(index, None)
+            if i is not None:
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                h, w = rgb.shape[:2]
+                m = track.transforms[rows[i]]
+                first = faceapi_landmarks(rgb, box_around(transform_points(invert_transform(m), dlib[rows[i]]), TRACK_MARGIN, w, h), net)
+                second = faceapi_landmarks(rgb, box_around(first, TRACK_MARGIN, w, h), net)
+                out[i] = transform_points(m, second)
+            index += 1
+    finally:
+        cap.release()
+    if want:
+        raise ValueError(f"{video_path}: {len(want)} of the track's frames are not in the video (it ends at frame {index})")
+    return out
+
+
+def with_faceapi_mouth(dlib_landmarks: np.ndarray, faceapi: np.ndarray) -> np.ndarray:
+    """dlib's 68 points with the mouth's 20 (48-67) taken from face-api's: the drivers' points the
+    retargeting reads by default (render.retarget.mouth_points; bench/results/landmark_sweep.md)."""
+    out = np.array(dlib_landmarks, np.float64, copy=True)
+    out[..., MOUTH_POINTS, :] = np.asarray(faceapi, np.float64)[..., MOUTH_POINTS, :]
+    return out
