@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from bench_transfer import ACTORS, video_of  # noqa: E402
+from bench_transfer import ACTORS  # noqa: E402
 from facevae.driving import NEUTRAL_TRANSFER, RetargetSettings, _dlib_eye_opening, fit_and_calibrate, neutral_shape, normalise_landmarks  # noqa: E402
 from facevae.expression import pearson  # noqa: E402
 from facevae.faces.faceapi_landmarks import load_faceapi_landmark_net, track_landmarks, with_faceapi_mouth  # noqa: E402
@@ -41,6 +41,7 @@ from facevae.faces.io import DriverTrack, read_faces  # noqa: E402
 from facevae.instruments import MeshInstrument, sharpen  # noqa: E402
 from facevae.modelio import Codec, load_model  # noqa: E402
 from facevae.render import RenderConfig  # noqa: E402
+from sweep_retarget import bench_drivers  # noqa: E402
 from facevae.scoring import jitter, retrieval_index  # noqa: E402
 
 def main() -> None:
@@ -52,16 +53,11 @@ def main() -> None:
     mesh = MeshInstrument(render.score_upscale)
     measure = lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))  # noqa: E731
     t0 = time.perf_counter()
-    drivers = {}
-    for b in list(ACTORS) + ["tpsmm"]:
-        d = "tpsmm" if b == "tpsmm" else f"{b}full"
-        track = DriverTrack(work / f"results/tracks/{d}/{video_of(d)}.h5")
-        rows = np.flatnonzero(track.kept)
-        crops = track.read_crops(0, track.n)[rows]
-        fa = track_landmarks(track, work / f"results/videos/{d}/{video_of(d)}.mp4", net, rows)
-        dlib = np.asarray(track.landmarks[:])[rows]
-        drivers[b] = {"mesh": measure(crops), "dlib": dlib, "face-api": fa, "face-api mouth": with_faceapi_mouth(dlib, fa)}
-        print(f"driver {b}: {len(rows)} frames ({time.perf_counter() - t0:.0f} s)", flush=True)
+    drivers = bench_drivers(work, measure)
+    for b, drv in drivers.items():
+        fa = track_landmarks(drv["track"], drv["video"], net, drv["rows"])
+        drv.update({"dlib": drv["landmarks"], "face-api": fa, "face-api mouth": with_faceapi_mouth(drv["landmarks"], fa)})
+        print(f"driver {b}: {len(drv['rows'])} frames ({time.perf_counter() - t0:.0f} s)", flush=True)
     out = []
     for a in ACTORS:
         faces_path = work / f"results/faces/{a}.h5"

@@ -122,18 +122,25 @@ def drive(v: Variant, module, codec, faces, mu, actor_open, drv) -> tuple[np.nda
     return codec.decode(smooth_latents(z, drv["track"].kept, v.smooth)[drv["rows"]]), gains
 
 
-def main() -> None:
-    work = Path(os.environ["BENCH_TRANSFER_WORKDIR"]) / "auto"
-    render = RenderConfig()
-    mesh = MeshInstrument(render.score_upscale)
-    measure = lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))  # noqa: E731
+def bench_drivers(work: Path, measure) -> dict:
+    """The bench's five drivers (the actors' full clips and tpsmm) from a bench_transfer run folder:
+    per driver its track, kept rows, their dlib points, the driver's video and ``measure`` of its crops."""
     drivers = {}
     for b in list(ACTORS) + ["tpsmm"]:
         d = "tpsmm" if b == "tpsmm" else f"{b}full"
         track = DriverTrack(work / f"results/tracks/{d}/{video_of(d)}.h5")
         rows = np.flatnonzero(track.kept)
-        crops = track.read_crops(0, track.n)[rows]
-        drivers[b] = {"track": track, "rows": rows, "mesh": measure(crops), "landmarks": np.asarray(track.landmarks[:])[rows]}
+        drivers[b] = {"track": track, "rows": rows, "mesh": measure(track.read_crops(0, track.n)[rows]),
+                      "landmarks": np.asarray(track.landmarks[:])[rows], "video": work / f"results/videos/{d}/{video_of(d)}.mp4"}
+    return drivers
+
+
+def main() -> None:
+    work = Path(os.environ["BENCH_TRANSFER_WORKDIR"]) / "auto"
+    render = RenderConfig()
+    mesh = MeshInstrument(render.score_upscale)
+    measure = lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))  # noqa: E731
+    drivers = bench_drivers(work, measure)
     out = []
     t0 = time.perf_counter()
     for a in ACTORS:

@@ -15,7 +15,7 @@ from facevae.compose import Layout, Paster, resize_face
 from facevae.faces.io import DriverTrack, read_track
 from facevae.render import RenderConfig, render_reenactment
 from facevae.video import VideoError, VideoWriter, ffmpeg_exe, probe, read_frames
-from support.render import make_track, render_kit
+from support.render import faceapi_weights, make_track, render_kit
 
 pytestmark = pytest.mark.media
 
@@ -177,16 +177,24 @@ def test_score_outputs(kit, side_by_side):
         assert image is not None and image.std() > 10
 
 
-def test_retarget_drive_renders_the_maps_codes(kit, tmp_path):
-    """Default driving: the actor panel is decode(map(landmarks relative to the driver's neutral))."""
-    from facevae.driving import load_retarget, retarget_track
+def test_retarget_drive_renders_the_maps_codes(kit, tmp_path, tmp_path_factory):
+    """A stranger's driving: the actor panel is decode(map(landmarks relative to the driver's
+    neutral)), the landmarks being the track's dlib points with face-api's mouth (the default)."""
+    from facevae.driving import driver_landmarks, load_retarget, retarget_track
 
+    weights = faceapi_weights(tmp_path_factory)
     cfg = RenderConfig(panel_size=96, drive="retarget", retarget={"neutral": [0.0, 1.0]})
     outputs = {"video": str(tmp_path / "r.mp4")}
-    render_reenactment(kit["track"], kit["clip"], kit["model"], outputs, cfg, "actor", "driver", "clip",
-                       meta_path=kit["meta"], retarget_path=kit["retarget"], score=False, progress=False)
+    summary = render_reenactment(kit["track"], kit["clip"], kit["model"], outputs, cfg, "actor", "driver", "clip",
+                                 meta_path=kit["meta"], retarget_path=kit["retarget"], faceapi_model=weights,
+                                 score=False, progress=False)
+    assert summary["drive"]["retarget"]["mouth_points"] == "faceapi"
     with DriverTrack(kit["track"]) as track:
-        z, info = retarget_track(load_retarget(kit["retarget"]), track, [0.0, 1.0])
+        points = driver_landmarks(track, "faceapi", kit["clip"], weights)
+        # Only the mouth's 20 points differ from the track's, and they do differ.
+        dlib = np.asarray(track.landmarks[:])[track.kept]
+        assert np.array_equal(points[:, :48], dlib[:, :48]) and np.abs(points[:, 48:] - dlib[:, 48:]).mean() > 0.1
+        z, info = retarget_track(load_retarget(kit["retarget"]), track, [0.0, 1.0], landmarks=points)
         kept = np.flatnonzero(track.kept)
         assert info["neutral_frames"] == int((track.time[track.kept] < 1.0).sum()) > 10
     model = modelio.load_model(kit["model"])
@@ -206,7 +214,8 @@ def test_retarget_drive_renders_the_maps_codes(kit, tmp_path):
     with pytest.raises(FacevaeError, match="render.retarget.neutral"):
         render_reenactment(kit["track"], kit["clip"], kit["model"], {"video": str(tmp_path / "none.mp4")},
                            RenderConfig(drive="retarget", retarget={"neutral": [50, 60]}), "actor", "driver", "clip",
-                           retarget_path=kit["retarget"], score=False, progress=False)
+                           retarget_path=kit["retarget"], faceapi_model=weights, score=False, progress=False)
+    assert not (tmp_path / "none.mp4").exists()
 
 
 def test_auto_drive_encodes_the_actors_own_face(kit, tmp_path):
@@ -237,7 +246,7 @@ def test_auto_drive_encodes_the_actors_own_face(kit, tmp_path):
 
 def test_grid_and_paste_back(kit, tmp_path):
     cfg = RenderConfig(layout="grid", panel_size=96, paste_back=True, missing="blank", smooth=3, border_color=(40, 40, 40),
-                       drive="retarget")
+                       drive="retarget", retarget={"mouth_points": "dlib"})  # the layout, not the landmarks, is tested
     outputs = {"video": str(tmp_path / "g.mp4"), "paste": str(tmp_path / "g.paste.mp4")}
     render_reenactment(kit["track"], kit["clip"], kit["model"], outputs, cfg, "actor", "driver", "clip",
                        meta_path=kit["meta"], retarget_path=kit["retarget"], score=False, progress=False)

@@ -127,3 +127,23 @@ def render_kit(media, tmp_path_factory) -> dict:
            "faces": faces_path, "retarget": retarget["map"], "dropped": [10, 11, 12]}
     _KITS["kit"] = kit
     return kit
+
+
+def faceapi_weights(tmp_path_factory):
+    """face-api's 68-point landmark weights, installed once per session from the page's npm lock
+    file as rule faceapi_weights installs them (retargeting's default mouth points read them);
+    without node/npm the test skips with the reason -- and fails under CI=true."""
+    if "faceapi" in _KITS:
+        return _KITS["faceapi"]
+    from facevae import FacevaeError
+    from facevae.webruntime import LANDMARK_WEIGHT_FILES, install_runtime
+
+    from support.media import unavailable
+
+    folder = tmp_path_factory.mktemp("faceapi") / "weights"
+    try:
+        install_runtime(folder, files=LANDMARK_WEIGHT_FILES, rule="faceapi_weights")
+    except FacevaeError as err:
+        unavailable(str(err))
+    _KITS["faceapi"] = folder
+    return folder
