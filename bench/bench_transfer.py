@@ -117,8 +117,9 @@ def contact_sheets(work_default: Path, work_encoder: Path, out_dir: Path) -> lis
     frames of each cross driver (read back from the series and the track/video files)."""
     import cv2
 
-    from facevae.driving import load_retarget, retarget_track
+    from facevae.driving import drive_track
     from facevae.faces.io import DriverTrack, read_faces
+    from facevae.render import RenderConfig, smooth_latents
     from facevae.modelio import Codec, load_model
     from facevae.scoring import retrieval_index
     from facevae.atomic import write_png
@@ -127,12 +128,16 @@ def contact_sheets(work_default: Path, work_encoder: Path, out_dir: Path) -> lis
     written = []
     for a in ACTORS:
         codec = Codec(load_model(work_default / f"results/models/{a}/model.pt"))
-        retarget = load_retarget(work_default / f"results/models/{a}/retarget.pt")
+        retarget = work_default / f"results/models/{a}/retarget.pt"
+        render = RenderConfig()  # the default render's drive, as rule reenact runs it
         faces = read_faces(work_default / f"results/faces/{a}.h5")
         columns = []
         for d in [f"{b}full" for b in ACTORS if b != a] + ["tpsmm"]:
             with DriverTrack(work_default / f"results/tracks/{d}/{video_of(d)}.h5") as track:
-                z, _ = retarget_track(retarget, track)
+                z, _ = drive_track("retarget", codec, track, retarget, render.retarget,
+                                   video_path=work_default / f"results/videos/{d}/{video_of(d)}.mp4",
+                                   faceapi_model=work_default / "results/weights/face-api")
+                z = smooth_latents(z, track.kept, render.smooth)
                 kept = np.flatnonzero(track.kept)
                 pick = kept[np.linspace(0, len(kept) - 1, 4).round().astype(int)[1:]]
                 crops = track.read_crops(0, track.n)[pick]
