@@ -179,8 +179,8 @@ def markdown(table: pd.DataFrame, seconds: float, reused: bool = False) -> str:
         "track's landmarks vs dlib re-measured on the render. base = retrieval baseline (the actor's nearest training "
         "face by eye and mouth landmarks). jitter = frame-to-frame change of the rendered mesh mouth series over the "
         "driver's. scored = the smaller of the two mesh measures' scored share of kept frames. method = what "
-        "render.drive auto chose for the pair (encoder when the driver's mean face descriptor is within 0.35 of the "
-        "actor's, else retarget).",
+        "render.drive auto chose for the pair (blend -- the encoder's and the retargeted z, render.self_blend -- when "
+        "the driver's mean face descriptor is within 0.35 of the actor's, else retarget).",
         "",
         "## Targets (default drive: auto)",
         "",
@@ -196,9 +196,9 @@ def markdown(table: pd.DataFrame, seconds: float, reused: bool = False) -> str:
     ok = (mine >= theirs).all()
     lines.append(f"| self mesh mouth r not below the plain encoder's | every actor | "
                  f"{', '.join(f'{a} {mine[a]:.2f} vs {theirs[a]:.2f}' for a in mine.index)} | {'yes' if ok else 'no'} |")
-    auto_ok = (cross.method == "retarget").all() and (self_.method == "encoder").all()
-    lines.append(f"| auto: every stranger retargeted, every own clip encoded | 20 of 20 | "
-                 f"{int((cross.method == 'retarget').sum() + (self_.method == 'encoder').sum())} of {len(default)} | "
+    auto_ok = (cross.method == "retarget").all() and (self_.method == "blend").all()
+    lines.append(f"| auto: every stranger retargeted, every own clip blended | 20 of 20 | "
+                 f"{int((cross.method == 'retarget').sum() + (self_.method == 'blend').sum())} of {len(default)} | "
                  f"{'yes' if auto_ok else 'no'} |")
     cols = ["actor", "driver", "method", "frames", "scored", "mesh_mouth", "mesh_eye", "dlib_mouth", "dlib_eye", "identity_kept",
             "base_mesh_mouth", "base_mesh_eye", "base_dlib_mouth", "jitter", "base_jitter", "circular_p95", "seconds"]

@@ -411,3 +411,14 @@ def test_retarget_track_drives_with_the_landmarks_it_is_given():
     assert np.isnan(z_given[30:]).all() and np.isfinite(z_given[:30]).all()
     expected = module.drive(given, neutral_shape(normalise_landmarks(given)))
     assert np.allclose(z_given[:30], expected, atol=1e-6) and not np.allclose(z_given[:30], z_track[:30])
+
+
+def test_blend_latents_mixes_by_share_and_keeps_missing_rows_missing():
+    from facevae.driving import blend_latents
+
+    enc = np.array([[0.0, 2.0], [np.nan, np.nan], [4.0, -4.0]], np.float32)
+    ret = np.array([[2.0, 0.0], [np.nan, np.nan], [0.0, 0.0]], np.float32)
+    assert np.allclose(blend_latents(enc, ret, 0.5)[[0, 2]], [[1.0, 1.0], [2.0, -2.0]])
+    assert np.isnan(blend_latents(enc, ret, 0.5)[1]).all()
+    assert np.array_equal(blend_latents(enc, ret, 0.0)[[0, 2]], enc[[0, 2]])
+    assert np.array_equal(blend_latents(enc, ret, 1.0)[[0, 2]], ret[[0, 2]])

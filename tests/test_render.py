@@ -218,30 +218,40 @@ def test_retarget_drive_renders_the_maps_codes(kit, tmp_path, tmp_path_factory):
     assert not (tmp_path / "none.mp4").exists()
 
 
-def test_auto_drive_encodes_the_actors_own_face(kit, tmp_path):
+def test_auto_drive_blends_encoder_and_map_for_the_actors_own_face(kit, tmp_path, tmp_path_factory):
     """render.drive auto (the default): the kit's driver is the actor's own clip, so its faces'
-    mean descriptor sits within same_person_distance of the actor's and the encoder drives (a
-    stranger is retargeted: tests/test_render_pipeline.py, tpsmm driving d6)."""
-    from facevae.driving import encode_track, resolve_drive
+    mean descriptor sits within same_person_distance of the actor's and the panel is the decode of
+    the blend of the encoder's z and the retargeted z (render.self_blend; a stranger is retargeted:
+    tests/test_render_pipeline.py, tpsmm driving d6)."""
+    from facevae.driving import blend_latents, driver_landmarks, encode_track, load_retarget, resolve_drive, retarget_track
 
-    assert RenderConfig().drive == "auto"
-    assert resolve_drive("auto", 0.2, 0.35) == "encoder" and resolve_drive("auto", 0.5, 0.35) == "retarget"
+    assert RenderConfig().drive == "auto" and RenderConfig().self_blend == 0.5
+    assert resolve_drive("auto", 0.2, 0.35) == "blend" and resolve_drive("auto", 0.5, 0.35) == "retarget"
+    assert resolve_drive("auto", 0.2, 0.35, self_blend=0.0) == "encoder"
     assert resolve_drive("retarget", 0.0, 0.35) == "retarget" and resolve_drive("auto", None, 0.35) == "retarget"
+    weights = faceapi_weights(tmp_path_factory)
     outputs = {"video": str(tmp_path / "auto.mp4")}
-    summary = render_reenactment(kit["track"], kit["clip"], kit["model"], outputs, RenderConfig(panel_size=96), "actor",
+    cfg = RenderConfig(panel_size=96)
+    summary = render_reenactment(kit["track"], kit["clip"], kit["model"], outputs, cfg, "actor",
                                  "driver", "clip", meta_path=kit["meta"], faces_path=kit["faces"],
-                                 retarget_path=kit["retarget"], score=False, progress=False)
+                                 retarget_path=kit["retarget"], faceapi_model=weights, score=False, progress=False)
     drive = summary["drive"]
-    assert drive["method"] == "encoder" and drive["identity_distance"] < 0.35, drive
+    assert drive["method"] == "blend" and drive["identity_distance"] < 0.35 and drive["self_blend"] == 0.5, drive
+    model = modelio.load_model(kit["model"])
     with DriverTrack(kit["track"]) as track:
-        z = encode_track(modelio.Codec(modelio.load_model(kit["model"])), track)
+        z_encoder = encode_track(modelio.Codec(model), track)
+        z_map, _ = retarget_track(load_retarget(kit["retarget"]), track,
+                                  landmarks=driver_landmarks(track, "faceapi", kit["clip"], weights))
         kept = np.flatnonzero(track.kept)
-    faces = modelio.decode(modelio.load_model(kit["model"]), z[kept[[0, 30, -1]]])
+    z = blend_latents(z_encoder, z_map, 0.5)
+    faces = modelio.decode(model, z[kept[[0, 30, -1]]])
     frames = list(read_frames(outputs["video"]))
-    lay = Layout.for_reenactment(RenderConfig(panel_size=96), "actor", "driver", "clip")
+    lay = Layout.for_reenactment(cfg, "actor", "driver", "clip")
     for face, i in zip(faces, kept[[0, 30, -1]]):
         mean, p99 = _diff(lay.crop(frames[i], "actor"), resize_face(face, 96))
         assert mean < COMPRESSION_MEAN and p99 < COMPRESSION_P99, (int(i), mean, p99)
+    with pytest.raises(FacevaeError, match=r"render.self_blend must be in \[0, 1\]"):
+        RenderConfig(self_blend=1.5)
 
 
 def test_grid_and_paste_back(kit, tmp_path):

@@ -108,7 +108,11 @@ def _score(wd, pair: str) -> pd.DataFrame:
     return pd.read_csv(wd / f"results/reenact/d6/{pair}.tsv", sep="\t").set_index(["instrument", "measure"])
 
 
-SELF_MESH_BAR = 0.31  # measured 0.416 (seed 0) on the CI pipeline's d6 <- d6rest, through the encoder
+# Measured on the CI pipeline's d6 <- d6rest with render.drive auto's blend (render.self_blend 0.5), face-mesh
+# mouth r at train.seed 0 / 1 / 2: 0.764 / 0.781 / 0.767 (dlib 0.86 / 0.80 / 0.80); through the encoder alone it
+# was 0.416 at seed 0. Bars 0.1 below the lowest.
+SELF_MESH_BAR = 0.66
+SELF_DLIB_BAR = 0.69
 
 
 def test_self_reenactment_follows_the_mouth(run):
@@ -129,15 +133,12 @@ def test_self_reenactment_follows_the_mouth(run):
         assert image is not None and image.std() > 10
     series = pd.read_csv(wd / "results/reenact/d6/d6rest/rest.series.tsv", sep="\t")
     assert len(series) == mouth.frames
-    # render.drive auto recognised the actor in its own held-out footage: the encoder drove.
-    assert set(score["drive"]) == {"encoder"}, table
+    # render.drive auto recognised the actor in its own held-out footage: encoder and map blended.
+    assert set(score["drive"]) == {"blend"}, table
     # The acceptance bar: the rendered actor opens its mouth when the driver does -- by dlib, and
     # by the independent instrument (MediaPipe's face mesh on the driver's crop and the render),
-    # beyond what the series' smoothness alone gives. The mesh bar is the encoder's on this small
-    # CI model (50 epochs, 277 faces; seed 0: 0.42, dlib 0.68), 0.1 below; with the retargeting
-    # map, before auto, it was 0.5 -- on the bench's longer-trained actors the encoder is the
-    # better own-clip driver for three of four (bench/results/transfer.md).
-    assert mouth.pearson >= 0.5, table
+    # beyond what the series' smoothness alone gives (bars: SELF_MESH_BAR's comment).
+    assert mouth.pearson >= SELF_DLIB_BAR, table
     mesh = score.loc[("mesh", "mouth_open")]
     assert mesh.pearson > mesh.circular_p95 and mesh.pearson >= SELF_MESH_BAR, table
 

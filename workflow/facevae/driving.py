@@ -40,7 +40,9 @@ from facevae.expression import EYELIDS, INNER_LIPS, LEFT_EYE, RIGHT_EYE
 from facevae.modelio import atomic_torch_save, read_blob
 from facevae.sampling import evenly_spread
 
-DRIVES = ("auto", "retarget", "encoder")
+DRIVES = ("auto", "retarget", "encoder", "blend")
+# render.self_blend: the retargeted z's share in the own-clip blend (see :func:`blend_latents`).
+SELF_BLEND = 0.5
 MAPS = ("kernel", "linear")
 FEATURES = ("local", "face")
 RETARGET_FORMAT = "facevae-retarget"
@@ -471,12 +473,26 @@ def same_person_distance(actor_descriptor: np.ndarray, driver_faces: np.ndarray,
     return float(np.linalg.norm(actor_descriptor - mean_descriptor(driver_faces, align_cfg, upscale, most)))
 
 
-def resolve_drive(drive: str, distance: float | None, threshold: float) -> str:
-    """The method ``drive`` stands for: itself, or for ``auto`` the encoder when the driver's
-    :func:`same_person_distance` is at most ``threshold`` (the driver is the actor), else retarget."""
+def resolve_drive(drive: str, distance: float | None, threshold: float, self_blend: float = SELF_BLEND) -> str:
+    """The method ``drive`` stands for: itself, or for ``auto``, when the driver's
+    :func:`same_person_distance` is at most ``threshold`` (the driver is the actor), the blend of
+    encoder and retargeting (the encoder alone at ``self_blend`` 0), else retarget."""
     if drive != "auto":
         return drive
-    return "encoder" if distance is not None and distance <= threshold else "retarget"
+    if distance is not None and distance <= threshold:
+        return "blend" if self_blend > 0 else "encoder"
+    return "retarget"
+
+
+def blend_latents(z_encoder: np.ndarray, z_retarget: np.ndarray, share: float) -> np.ndarray:
+    """``(1 - share) * z_encoder + share * z_retarget`` (NaN rows stay NaN).
+
+    Why, for the actor's own clips: the encoder carries what landmarks do not (gaze, light, the
+    actor's own small motions) but blurs what the decoder rarely saw; the map carries the landmarks'
+    openings. On the bench's own held-out clips (mesh mouth r, encoder / retarget / blend 0.5):
+    d6 0.80 / 0.85 / 0.90, d10 0.81 / 0.72 / 0.85, d3 0.78 / 0.84 / 0.92, d13 0.97 / 0.89 / 0.97
+    (bench/results/self_blend.md, bench/sweep_self_blend.py)."""
+    return ((1.0 - share) * z_encoder + share * z_retarget).astype(np.float32)
 
 
 def encode_track(codec, track, chunk: int = 512) -> np.ndarray:
@@ -543,15 +559,17 @@ def driver_landmarks(track, mouth_points: str, video_path=None, faceapi_model=No
 
 
 def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict | None = None, actor_descriptor=None,
-                same_person: float = 0.35, upscale: int = 4, video_path=None, faceapi_model=None) -> tuple[np.ndarray, dict]:
+                same_person: float = 0.35, upscale: int = 4, video_path=None, faceapi_model=None,
+                self_blend: float = SELF_BLEND) -> tuple[np.ndarray, dict]:
     """The actor's z for every kept frame of ``track`` (NaN rows elsewhere) by ``render.drive``.
 
     ``retarget_path``: the actor's map (needed when the method is retarget); ``retarget_cfg``: the
     ``render.retarget`` section; ``actor_descriptor``: the actor's mean descriptor (auto compares
     the driver's with it); ``video_path`` and ``faceapi_model``: the driver's video and face-api's
-    weights folder (retarget with ``mouth_points`` faceapi, see :func:`driver_landmarks`). Returns z
-    and what was done: ``method`` (encoder or retarget), for auto ``identity_distance``, for
-    retarget its neutral / gain / mouth points / map settings."""
+    weights folder (retarget with ``mouth_points`` faceapi, see :func:`driver_landmarks`);
+    ``self_blend``: the retargeted z's share when the method is blend (:func:`blend_latents`).
+    Returns z and what was done: ``method`` (encoder, retarget or blend), for auto
+    ``identity_distance``, for retarget and blend the map's neutral / gain / mouth points / settings."""
     retarget_cfg = retarget_cfg or {}
     info: dict = {"drive": drive}
     if drive == "auto":
@@ -564,8 +582,8 @@ def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict
         info.update(identity_distance=distance, same_person_distance=same_person)
         log.info("render.drive auto: the driver's faces are %.3f from the actor's (same person at <= %.2f): %s",
                  distance, same_person, resolve_drive(drive, distance, same_person))
-    method = info["method"] = resolve_drive(drive, info.get("identity_distance"), same_person)
-    if method == "retarget":
+    method = info["method"] = resolve_drive(drive, info.get("identity_distance"), same_person, self_blend)
+    if method in ("retarget", "blend"):
         if retarget_path is None:
             raise FacevaeError("render.drive retarget needs the actor's retargeting map (rule fit_retarget)")
         settings = RetargetSettings.from_config(retarget_cfg)  # checks the keys before any work
@@ -575,6 +593,9 @@ def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict
                                  retarget_cfg.get("gain", 1.0), transfer=retarget_cfg.get("transfer", NEUTRAL_TRANSFER),
                                  landmarks=landmarks)
         info["retarget"] = {**used, "mouth_points": mouth_points, "map": dataclasses.asdict(settings)}
+        if method == "blend":
+            z = blend_latents(encode_track(codec, track), z, self_blend)
+            info["self_blend"] = float(self_blend)
     else:
         z = encode_track(codec, track)
     return z, info

@@ -269,8 +269,9 @@ RETARGET_FIT_KEYS = ("features", "map", "bandwidth", "l2", "max_centres", "folds
 
 
 def drives_by_retargeting(config: dict) -> bool:
-    """render.drive retarget, or auto (which retargets every driver who is not the actor)."""
-    return ((config.get("render") or {}).get("drive") or "auto") in ("auto", "retarget")
+    """render.drive retarget or blend, or auto (which retargets every driver who is not the actor
+    and blends for the actor's own clips)."""
+    return ((config.get("render") or {}).get("drive") or "auto") in ("auto", "retarget", "blend")
 
 
 def retarget_fit_settings(config: dict) -> dict:

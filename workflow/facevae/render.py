@@ -34,7 +34,7 @@ import numpy as np
 from facevae import FacevaeError, __version__, modelio
 from facevae import video as vid
 from facevae.compose import INTERPOLATIONS, Layout, Paster, letterbox, match_color, parse_color, resize_face, write_sheet
-from facevae.driving import DRIVES, drive_track
+from facevae.driving import DRIVES, SELF_BLEND, drive_track
 from facevae.faces.io import DriverTrack, read_faces
 from facevae.instruments import mean_descriptor
 from facevae.modelio import Codec, pick_device
@@ -70,6 +70,7 @@ class RenderConfig:
     device: str = "auto"
     drive: str = "auto"
     same_person_distance: float = 0.35
+    self_blend: float = SELF_BLEND
     retarget: dict = dataclasses.field(default_factory=dict)
     score_upscale: int = 4
     score_permutations: int = 1000
@@ -92,6 +93,8 @@ class RenderConfig:
             raise FacevaeError(f"render.panel_size must be >= 16 px, not {self.panel_size!r}")
         if self.drive not in DRIVES:
             raise FacevaeError(f"render.drive must be one of {', '.join(DRIVES)}, not {self.drive!r}")
+        if not 0 <= float(self.self_blend) <= 1:
+            raise FacevaeError(f"render.self_blend must be in [0, 1] (0 = the encoder alone), not {self.self_blend!r}")
 
     @classmethod
     def from_config(cls, section: dict | None) -> "RenderConfig":
@@ -243,7 +246,8 @@ def render_reenactment(
             actor_descriptor = mean_descriptor(actor_faces["data"], track.align_config(FACE_SIZE), cfg.score_upscale)
         t0 = time.perf_counter()
         z, drive_info = drive_track(cfg.drive, codec, track, retarget_path, cfg.retarget, actor_descriptor,
-                                    cfg.same_person_distance, cfg.score_upscale, video_path, faceapi_model)
+                                    cfg.same_person_distance, cfg.score_upscale, video_path, faceapi_model,
+                                    cfg.self_blend)
         z = smooth_latents(z, kept, cfg.smooth)
         if cfg.edit:
             z = (z + edit_vector(attributes_path, cfg.edit, model.config.latent_dim)).astype(np.float32)

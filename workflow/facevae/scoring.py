@@ -188,7 +188,7 @@ class ScoreMeter:
 def write_score_outputs(outputs, meter: ScoreMeter, track, actor, driver, video, cfg, method: str | None = None) -> dict:
     """The score TSV, per-frame series TSV and plot that ``outputs`` names; returns a summary
     ``{instrument: {measure: {...}}, "identity_kept": ...}``. ``cfg`` is a RenderConfig; ``method``
-    the driving method used (``render.drive`` auto resolves to encoder or retarget per video)."""
+    the driving method used (``render.drive`` auto resolves to blend or retarget per video)."""
     table = meter.table(cfg.seed, cfg.score_permutations)
     method = method or cfg.drive
     label = f"auto: {method}" if cfg.drive == "auto" else method
