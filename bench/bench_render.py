@@ -104,7 +104,7 @@ def main() -> None:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads. `load` is the 1-minute load average when the case started (other jobs share the cores).",
         "",
-        "Columns: seconds spent in VAE encode+decode, in reading crops/frames + upscale + compose (+ paste-back), "
+        "Columns: seconds spent in VAE encode+decode (for drive retarget: the whole drive, face-api's landmark net on the driver's frames for the mouth points included), in reading crops/frames + upscale + compose (+ paste-back), "
         "waiting on the H.264 encoder (it runs in its own process alongside), and predicting landmarks for the score.",
         "",
         "| case | model | frames | frames/s | wall s | encode/decode s | upscale+compose s | video encode s | score landmarks s | output | load |",
