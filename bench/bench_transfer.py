@@ -117,7 +117,7 @@ def contact_sheets(work_default: Path, work_encoder: Path, out_dir: Path) -> lis
     frames of each cross driver (read back from the series and the track/video files)."""
     import cv2
 
-    from facevae.driving import drive_track
+    from facevae.driving import driver_landmarks, load_retarget, retarget_track
     from facevae.faces.io import DriverTrack, read_faces
     from facevae.render import RenderConfig, smooth_latents
     from facevae.modelio import Codec, load_model
@@ -126,17 +126,19 @@ def contact_sheets(work_default: Path, work_encoder: Path, out_dir: Path) -> lis
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    render = RenderConfig()  # the default render's drive (retarget_track's defaults), as rule reenact runs it
+    points = {}  # driver -> the points retargeting reads (mouth_points faceapi): face-api's net runs once per driver
     for a in ACTORS:
         codec = Codec(load_model(work_default / f"results/models/{a}/model.pt"))
-        retarget = work_default / f"results/models/{a}/retarget.pt"
-        render = RenderConfig()  # the default render's drive, as rule reenact runs it
+        retarget = load_retarget(work_default / f"results/models/{a}/retarget.pt")
         faces = read_faces(work_default / f"results/faces/{a}.h5")
         columns = []
         for d in [f"{b}full" for b in ACTORS if b != a] + ["tpsmm"]:
             with DriverTrack(work_default / f"results/tracks/{d}/{video_of(d)}.h5") as track:
-                z, _ = drive_track("retarget", codec, track, retarget, render.retarget,
-                                   video_path=work_default / f"results/videos/{d}/{video_of(d)}.mp4",
-                                   faceapi_model=work_default / "results/weights/face-api")
+                if d not in points:
+                    points[d] = driver_landmarks(track, "faceapi", work_default / f"results/videos/{d}/{video_of(d)}.mp4",
+                                                 work_default / "results/weights/face-api")
+                z, _ = retarget_track(retarget, track, landmarks=points[d])
                 z = smooth_latents(z, track.kept, render.smooth)
                 kept = np.flatnonzero(track.kept)
                 pick = kept[np.linspace(0, len(kept) - 1, 4).round().astype(int)[1:]]

@@ -490,7 +490,7 @@ def blend_latents(z_encoder: np.ndarray, z_retarget: np.ndarray, share: float) -
     Why, for the actor's own clips: the encoder carries what landmarks do not (gaze, light, the
     actor's own small motions) but blurs what the decoder rarely saw; the map carries the landmarks'
     openings. On the bench's own held-out clips (mesh mouth r, encoder / retarget / blend 0.5):
-    d6 0.80 / 0.85 / 0.90, d10 0.81 / 0.72 / 0.85, d3 0.78 / 0.84 / 0.92, d13 0.97 / 0.89 / 0.97
+    d6 0.80 / 0.85 / 0.90, d10 0.81 / 0.72 / 0.85, d3 0.78 / 0.84 / 0.92, d13 0.975 / 0.89 / 0.965
     (bench/results/self_blend.md, bench/sweep_self_blend.py)."""
     return ((1.0 - share) * z_encoder + share * z_retarget).astype(np.float32)
 
@@ -585,7 +585,7 @@ def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict
     method = info["method"] = resolve_drive(drive, info.get("identity_distance"), same_person, self_blend)
     if method in ("retarget", "blend"):
         if retarget_path is None:
-            raise FacevaeError("render.drive retarget needs the actor's retargeting map (rule fit_retarget)")
+            raise FacevaeError(f"render.drive {method} needs the actor's retargeting map (rule fit_retarget)")
         settings = RetargetSettings.from_config(retarget_cfg)  # checks the keys before any work
         mouth_points = retarget_cfg.get("mouth_points", "faceapi")
         landmarks = driver_landmarks(track, mouth_points, video_path, faceapi_model)
