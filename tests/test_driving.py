@@ -8,7 +8,11 @@ import torch
 
 from facevae import FacevaeError
 from facevae.driving import (
+    BROWS,
+    LEFT_EYE_BROW,
+    MOUTH,
     READOUT_MIN_R,
+    RIGHT_EYE_BROW,
     LandmarkRetarget,
     RetargetSettings,
     calibrate_eye_step,
@@ -165,15 +169,43 @@ def test_local_features_ignore_where_the_mouth_and_eyes_sit():
     assert not torch.allclose(a[0], a[1])  # an open mouth is a different feature vector
 
 
+@pytest.mark.parametrize("kind", ["local", "face"])
+def test_brow_weight_scales_the_brows_features_only(kind):
+    shapes = torch.from_numpy(normalise_landmarks(np.stack([face(brows=0.1), face(mouth=0.2, brows=-0.05)])))
+    full, half = shape_features(shapes, kind, brow_weight=1.0), shape_features(shapes, kind, brow_weight=0.5)
+    # The points in feature order (local: the mouth, then each eye with its brow), x and y each.
+    points = MOUTH + LEFT_EYE_BROW + RIGHT_EYE_BROW if kind == "local" else list(range(68))
+    brow = torch.tensor(np.repeat([p in BROWS for p in points], 2))
+    assert full.shape[1] == 2 * len(points) and int(brow.sum()) == 20
+    torch.testing.assert_close(half[:, ~brow], full[:, ~brow])  # everything else as it was
+    torch.testing.assert_close(half[:, brow], 0.5 * full[:, brow])  # the brows' coordinates halved
+
+
+def test_a_map_fitted_with_brow_weight_0_ignores_the_brows():
+    shapes, mu, mix = _synthetic_actor()
+    module, report = fit_retarget(shapes, mu, RetargetSettings(brow_weight=0.0, l2=1e-3))
+    assert report["brow_weight"] == 0.0 and module.brow_weight == 0.0
+    stranger = np.stack([face(1.4, (6, -5), mouth=m, brows=b) for m, b in ((0.0, 0.0), (0.0, 0.1), (0.2, 0.0))])
+    z = module.drive(stranger, neutral_shape(normalise_landmarks(stranger)))
+    np.testing.assert_allclose(z[1], z[0], atol=1e-5)  # raised brows: the same code
+    assert np.corrcoef(z[2] - z[0], 0.2 * mix[0])[0, 1] > 0.95  # the mouth still drives it
+    weighted, _ = fit_retarget(shapes, mu, RetargetSettings(brow_weight=1.0, l2=1e-3))
+    zw = weighted.drive(stranger, neutral_shape(normalise_landmarks(stranger)))
+    assert np.abs(zw[1] - zw[0]).max() > 1e-3  # at weight 1 the brows move it
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(FacevaeError, match="render.retarget.brow_weight must be a number in \\[0, 1\\]"):
+            RetargetSettings(brow_weight=bad)
+
+
 @pytest.mark.parametrize("kind", ["kernel", "linear"])
 def test_module_survives_save_and_load(tmp_path, kind):
     shapes, mu, _ = _synthetic_actor(latent=4)
-    module, report = fit_retarget(shapes, mu, RetargetSettings(map=kind))
+    module, report = fit_retarget(shapes, mu, RetargetSettings(map=kind, brow_weight=0.5))
     driver = shapes[::7] * 1.2 + 3
     neutral = neutral_shape(normalise_landmarks(driver))
     path = save_retarget(tmp_path / "retarget.pt", module, {"actor": "synthetic", **report})
     loaded = load_retarget(path)
-    assert loaded.info["actor"] == "synthetic"
+    assert loaded.info["actor"] == "synthetic" and loaded.brow_weight == 0.5
     np.testing.assert_array_equal(loaded.drive(driver, neutral), module.drive(driver, neutral))
     (tmp_path / "bad.pt").write_bytes(b"not a file")
     with pytest.raises(FacevaeError, match="bad.pt cannot be read.*--forcerun fit_retarget"):
@@ -203,6 +235,12 @@ def test_onnx_export_gives_the_same_codes(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(z_part, module(torch.from_numpy(driver), torch.from_numpy(blended)).numpy(), atol=1e-4)
     assert np.abs(z_part - z).max() > 1e-3  # and it changes something
+    # The brow weight is part of the graph too (a map fitted with it).
+    weighted, _ = fit_retarget(shapes, mu, RetargetSettings(brow_weight=0.25))
+    (z_brows,) = ort.InferenceSession(str(export_onnx(weighted, tmp_path / "brows.onnx")),
+                                      providers=["CPUExecutionProvider"]).run(None, {"landmarks": driver, "driver_neutral": neutral})
+    with torch.no_grad():
+        np.testing.assert_allclose(z_brows, weighted(torch.from_numpy(driver), torch.from_numpy(neutral)).numpy(), atol=1e-4)
 
 
 def _blinking_actor(n=400, latent=6, seed=1):

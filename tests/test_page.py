@@ -20,10 +20,11 @@ from support.page_compare import compare_with_pipeline, mesh_mouth
 pytestmark = [pytest.mark.slow, pytest.mark.media]
 
 ACTOR, DRIVER, VIDEO = "d6", "tpsmm", "driving"
-# Video-file mode: the page's rendered mouth against the pipeline's on the same frames, face mesh
-# r measured 0.628 on the CI pipeline's d6 (seed 0) now that the pipeline's drivers' mouth points are
-# face-api's too (0.41 with dlib's); the bar sits 0.1 below.
-PAGE_VS_PIPELINE_MOUTH = 0.52
+# Video-file mode: the page's rendered mouth against the pipeline's on the same frames, face mesh r
+# measured in this test on the CI pipeline's d6 (seed 0): 0.683 with the map's brows at half weight
+# (render.retarget.brow_weight 0.5), 0.628 at weight 1, 0.41 before the pipeline took face-api's mouth
+# points. Issue 13 asks 0.8; not reached (README, "The actor's page"). The bar sits 0.1 below.
+PAGE_VS_PIPELINE_MOUTH = 0.58
 # The PyTorch port of face-api's landmark net against the page's own points on the same frames, px.
 PORT_MEDIAN_PX, PORT_P99_PX = 0.25, 1.0
 

@@ -60,6 +60,17 @@ log = logging.getLogger(__name__)
 # 12 / 13 / 13 / 11 of 16; but lp_d3 as the actor (9 s looking down: its shapes sit far from the
 # others') falls with less transfer (d3 driven by d10 0.64 / 0.52 / 0.22 / 0.03), so 0.75.
 NEUTRAL_TRANSFER = 0.75
+# render.retarget.brow_weight: the brows' weight in what the map reads. The page has face-api's points
+# only, and face-api's brows moved the decoded mouth through a map reading them at full weight
+# (bench/page_gap.py). bench/sweep_brow_weight.py, the transfer bench's 16 cross pairs at weight
+# 1 / 0.5 / 0.25 / 0: face-mesh mouth medians 0.821 / 0.834 / 0.833 / 0.841, eye 0.542 / 0.577 / 0.583 /
+# 0.576, pairs within 0.05 of retrieval 16 / 16 / 15 / 15 (lp_d3, looking down, shows its expressions in
+# its brows: d3 <- d10 0.50 / 0.45 / 0.37 / 0.31; d10 <- d6 0.712 / 0.714 / 0.698 / 0.688 vs retrieval's
+# 0.759). The page's mouth series against the pipeline's in the CI page test (the browser's own face-api
+# points): 0.628 at 1, 0.683 at 0.5 (the sweep's simulation, the port's points in boxes around dlib's,
+# says 0.63 / 0.82 / 0.87 / 0.87 at the four weights: it overrates how alike the page's points are).
+# 0.5: the lowest weight that keeps every pair within retrieval's reach.
+BROW_WEIGHT = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +89,9 @@ class RetargetSettings:
     do not carry gets no step. ``eye_gain_max``: the eye step is scaled by the inverse of how far
     the *decoded* eye opening moves per unit of step (:func:`calibrate_eye_step`, measured by dlib
     on the actor's decoded faces), at most this much; 1 leaves it unscaled. It needs the decoder, so
-    :func:`fit_actor_retarget` applies it, not :func:`fit_retarget`.
+    :func:`fit_actor_retarget` applies it, not :func:`fit_retarget`. ``brow_weight``: the brows'
+    coordinates in the features are multiplied by it (:func:`shape_features`; 0 = the map ignores
+    the brows; BROW_WEIGHT says why 0.5).
     """
 
     features: str = "local"
@@ -89,6 +102,7 @@ class RetargetSettings:
     folds: int = 5
     readout: bool = True
     eye_gain_max: float = 2.0
+    brow_weight: float = BROW_WEIGHT
 
     def __post_init__(self):
         if self.features not in FEATURES:
@@ -108,6 +122,9 @@ class RetargetSettings:
             raise FacevaeError(f"render.retarget.eye_gain_max must be a number >= 1, not {self.eye_gain_max!r}")
         if not isinstance(self.readout, bool):
             raise FacevaeError(f"render.retarget.readout must be true or false, not {self.readout!r}")
+        if isinstance(self.brow_weight, bool) or not isinstance(self.brow_weight, (int, float)) \
+                or not 0 <= self.brow_weight <= 1:
+            raise FacevaeError(f"render.retarget.brow_weight must be a number in [0, 1], not {self.brow_weight!r}")
 
     @classmethod
     def from_config(cls, section: dict | None) -> "RetargetSettings":
@@ -179,13 +196,24 @@ def retarget_shapes(driver_normalised: np.ndarray, driver_neutral: np.ndarray, a
 # -------------------------------------------------------------------------------------- the map
 
 
-def shape_features(shapes: torch.Tensor, kind: str = "local") -> torch.Tensor:
-    """(N, 68, 2) normalised shapes -> (N, F) feature vectors the map reads (see RetargetSettings)."""
+BROWS = list(range(17, 27))
+
+
+def shape_features(shapes: torch.Tensor, kind: str = "local", brow_weight: float = 1.0) -> torch.Tensor:
+    """(N, 68, 2) normalised shapes -> (N, F) feature vectors the map reads (see RetargetSettings),
+    the brows' coordinates (about their eye's centre; ``face``: about the eyes' midpoint) multiplied
+    by ``brow_weight`` (a Python float: a constant in the ONNX graph, none at 1)."""
+    def weighted(block: torch.Tensor, points: list) -> torch.Tensor:
+        if brow_weight != 1.0:
+            weight = torch.tensor([brow_weight if p in BROWS else 1.0 for p in points], dtype=block.dtype)
+            block = block * weight[None, :, None]
+        return block.reshape(block.shape[0], -1)
+
     if kind == "face":
-        return shapes.reshape(shapes.shape[0], -1)
+        return weighted(shapes, list(range(68)))
     parts = []
     for group, centre in ((MOUTH, MOUTH), (LEFT_EYE_BROW, LEFT_EYE), (RIGHT_EYE_BROW, RIGHT_EYE)):
-        parts.append((shapes[:, group] - shapes[:, centre].mean(dim=1, keepdim=True)).reshape(shapes.shape[0], -1))
+        parts.append(weighted(shapes[:, group] - shapes[:, centre].mean(dim=1, keepdim=True), group))
     return torch.cat(parts, dim=1)
 
 
@@ -213,7 +241,8 @@ class LandmarkRetarget(torch.nn.Module):
     """
 
     def __init__(self, actor_neutral, centres, coef, x_mean, z_mean, inv_width: float, features: str = "local",
-                 kind: str = "kernel", gain: float = 1.0, readout: dict | None = None, transfer: float = 1.0):
+                 kind: str = "kernel", gain: float = 1.0, readout: dict | None = None, transfer: float = 1.0,
+                 brow_weight: float = 1.0):
         super().__init__()
         # float64 inside (float32 in and out): the kernel map's coefficients are large and of both
         # signs, so float32 sums lose ~5e-4 of z (measured on the CI pipeline's d6 map, against
@@ -236,6 +265,7 @@ class LandmarkRetarget(torch.nn.Module):
         self.register_buffer("readout_hi", f64(readout.get("hi", np.full(2, np.inf))))
         self.inv_width, self.features, self.kind, self.gain = float(inv_width), features, kind, float(gain)
         self.transfer = float(transfer)  # a Python float: the exported graph holds the blend, or none at 1
+        self.brow_weight = float(brow_weight)  # fixed by the fit: the centres are in its feature space
         self.left, self.right = torch.tensor(LEFT_EYE), torch.tensor(RIGHT_EYE)
 
     @property
@@ -258,7 +288,7 @@ class LandmarkRetarget(torch.nn.Module):
         landmarks, driver_neutral = landmarks.to(torch.float64), driver_neutral.to(torch.float64)
         driver_neutral = transferred_neutral(driver_neutral, self.actor_neutral, self.transfer)
         shapes = self.actor_neutral[None] + self.gain * (self.normalise(landmarks) - driver_neutral[None])
-        z = self.map(shape_features(shapes, self.features))
+        z = self.map(shape_features(shapes, self.features, self.brow_weight))
         if self.has_readout:
             target = torch.minimum(torch.maximum(shape_openings(shapes), self.readout_lo), self.readout_hi)
             miss = target - ((z - self.z_mean) @ self.readout_w + self.readout_y)
@@ -424,7 +454,7 @@ def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettin
     if len(norm) < 2 * settings.folds:
         raise FacevaeError(f"the retargeting map needs at least {2 * settings.folds} faces with landmarks, "
                            f"the actor has {len(norm)} (lower render.retarget.folds or add footage)")
-    x = shape_features(torch.from_numpy(norm), settings.features).numpy()
+    x = shape_features(torch.from_numpy(norm), settings.features, settings.brow_weight).numpy()
     fold = _blocks(len(x), settings.folds)
     err = base = 0.0
     full = _solve_map(x, mu, settings)
@@ -435,7 +465,8 @@ def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettin
         base += float(((mu[train].mean(axis=0) - mu[test]) ** 2).sum())
     report = {"faces": int(len(x)), "centres": int(len(full["centres"])), "cv_mse": err / mu.size,
               "cv_r2": 1.0 - err / base if base > 0 else float("nan"), "features": settings.features,
-              "map": settings.map, "bandwidth": settings.bandwidth, "l2": settings.l2, "folds": settings.folds}
+              "map": settings.map, "bandwidth": settings.bandwidth, "l2": settings.l2, "folds": settings.folds,
+              "brow_weight": settings.brow_weight}
     readout = fit_readout(norm, mu, settings.folds) if settings.readout else None
     report["readout"] = readout is not None and any(readout["used"])
     if readout is not None:
@@ -445,7 +476,8 @@ def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettin
         if not any(readout["used"]):
             readout = None
     module = LandmarkRetarget(np.median(norm, axis=0), full["centres"], full["coef"], full["x_mean"], full["z_mean"],
-                              full["inv_width"], settings.features, settings.map, gain, readout)
+                              full["inv_width"], settings.features, settings.map, gain, readout,
+                              brow_weight=settings.brow_weight)
     return module.eval(), report
 
 
@@ -611,7 +643,7 @@ def save_retarget(path: str | os.PathLike, module: LandmarkRetarget, info: dict 
         "version": RETARGET_VERSION,
         "state": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "settings": {"inv_width": module.inv_width, "features": module.features, "kind": module.kind, "gain": module.gain,
-                     "transfer": module.transfer},
+                     "transfer": module.transfer, "brow_weight": module.brow_weight},
         "info": info or {},
     }, path)
 
@@ -626,7 +658,8 @@ def load_retarget(path: str | os.PathLike) -> LandmarkRetarget:
             readout.update(lo=s["readout_lo"].numpy(), hi=s["readout_hi"].numpy())
     module = LandmarkRetarget(s["actor_neutral"].numpy(), s["centres"].numpy(), s["coef"].numpy(), s["x_mean"].numpy(),
                               s["z_mean"].numpy(), cfg["inv_width"], cfg["features"], cfg["kind"], cfg["gain"], readout,
-                              cfg.get("transfer", 1.0))  # maps saved before the key: the full transfer
+                              cfg.get("transfer", 1.0),  # maps saved before the key: the full transfer
+                              cfg.get("brow_weight", 1.0))  # and unweighted brows
     module.info = blob.get("info", {})
     return module.eval()
 

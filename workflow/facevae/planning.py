@@ -265,7 +265,8 @@ RETARGET_OUTPUTS = {
 }
 # The render.retarget keys the fitted map depends on (the others -- neutral, gain, transfer -- are applied
 # at render time), so changing a render-time key re-renders without refitting.
-RETARGET_FIT_KEYS = ("features", "map", "bandwidth", "l2", "max_centres", "folds", "readout", "eye_gain_max")
+RETARGET_FIT_KEYS = ("features", "map", "bandwidth", "l2", "max_centres", "folds", "readout", "eye_gain_max",
+                     "brow_weight")
 
 
 def drives_by_retargeting(config: dict) -> bool:
