@@ -49,6 +49,7 @@ RETARGET_FORMAT = "facevae-retarget"
 RETARGET_VERSION = 3  # 2: the eye/mouth read-out (fit_readout); 3: its targets held in the actor's range
 # (a version-2 map loads unbounded, a version-1 map without the read-out)
 MOUTH = list(range(48, 68))
+BROWS = list(range(17, 27))
 LEFT_EYE_BROW = LEFT_EYE + list(range(17, 22))
 RIGHT_EYE_BROW = RIGHT_EYE + list(range(22, 27))
 log = logging.getLogger(__name__)
@@ -194,9 +195,6 @@ def retarget_shapes(driver_normalised: np.ndarray, driver_neutral: np.ndarray, a
 
 
 # -------------------------------------------------------------------------------------- the map
-
-
-BROWS = list(range(17, 27))
 
 
 def shape_features(shapes: torch.Tensor, kind: str = "local", brow_weight: float = 1.0) -> torch.Tensor:
