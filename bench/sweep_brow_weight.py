@@ -37,16 +37,15 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from bench_transfer import ACTORS  # noqa: E402
-from facevae.driving import (NEUTRAL_TRANSFER, RetargetSettings, _dlib_eye_opening, blend_latents, encode_track, fit_and_calibrate,  # noqa: E402
+from facevae.driving import (NEUTRAL_TRANSFER, RetargetSettings, blend_latents, encode_track, fit_and_calibrate,  # noqa: E402
                              neutral_shape, normalise_landmarks, shape_openings)
 from facevae.expression import pearson  # noqa: E402
 from facevae.faces.faceapi_landmarks import load_faceapi_landmark_net, track_landmarks, with_faceapi_mouth  # noqa: E402
-from facevae.faces.io import DriverTrack, align_config_of, read_faces  # noqa: E402
+from facevae.faces.io import DriverTrack, align_config_of  # noqa: E402
 from facevae.instruments import MeshInstrument, dlib_ratios, sharpen  # noqa: E402
-from facevae.modelio import Codec, load_model  # noqa: E402
 from facevae.render import RenderConfig  # noqa: E402
 from facevae.scoring import retrieval_index  # noqa: E402
-from sweep_retarget import bench_drivers  # noqa: E402
+from sweep_retarget import bench_actor, bench_drivers  # noqa: E402
 
 WEIGHTS = [float(w) for w in os.environ.get("SWEEP_BROW_WEIGHTS", "1,0.5,0.25,0").split(",")]
 
@@ -79,11 +78,7 @@ def ci_pair(work: Path, measure, transfer: float, self_blend: float) -> list[dic
 
     seed = int(((yaml.safe_load((work / "config.yaml").read_text()) or {}).get("train") or {}).get("seed", 0))
     net = load_faceapi_landmark_net(work / "results/weights/face-api")
-    faces_path = work / "results/faces/d6.h5"
-    faces = read_faces(faces_path)
-    codec = Codec(load_model(work / "results/models/d6/model.pt"))
-    mu = codec.encode(faces["data"])
-    eye_of = _dlib_eye_opening(codec, faces, faces_path)
+    faces, codec, mu, eye_of = bench_actor(work, "d6")
     calibration = json.loads((work / "results/explore/d6/page.json").read_text())["drive"]["calibration_seconds"]
     tracks = {}
     for name, video in (("tpsmm", "driving"), ("d6rest", "rest")):
@@ -145,18 +140,14 @@ def bench_rows(work: Path, measure, transfer: float, self_blend: float, t0: floa
     print(f"drivers' face-api points: {time.perf_counter() - t0:.0f} s", flush=True)
     out = []
     for a in ACTORS:
-        faces_path = work / f"results/faces/{a}.h5"
-        faces = read_faces(faces_path)
-        codec = Codec(load_model(work / f"results/models/{a}/model.pt"))
-        mu = codec.encode(faces["data"])
-        eye_of = _dlib_eye_opening(codec, faces, faces_path)
+        faces, codec, mu, eye_of = bench_actor(work, a)
         size = int(faces["data"].shape[1])
-        align = align_config_of(faces.get("attrs") or {}, size, faces_path, size)
+        align = align_config_of(faces.get("attrs") or {}, size, work / f"results/faces/{a}.h5", size)
         with DriverTrack(work / f"results/tracks/{a}rest/rest.h5") as own:
             own_rows = np.flatnonzero(own.kept)
             own_mesh = measure(own.read_crops(0, own.n)[own_rows])
             own_points = with_faceapi_mouth(np.asarray(own.landmarks[:])[own_rows],
-                                            track_landmarks(own, work / "results/videos/{a}rest/rest.mp4".format(a=a), net,
+                                            track_landmarks(own, work / f"results/videos/{a}rest/rest.mp4", net,
                                                             own_rows))
             z_encoder = encode_track(codec, own)[own_rows]
         encoder_r = pearson(own_mesh[:, 0], measure(codec.decode(z_encoder))[:, 0])

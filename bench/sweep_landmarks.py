@@ -34,14 +34,13 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from bench_transfer import ACTORS  # noqa: E402
-from facevae.driving import NEUTRAL_TRANSFER, RetargetSettings, _dlib_eye_opening, fit_and_calibrate, neutral_shape, normalise_landmarks  # noqa: E402
+from facevae.driving import NEUTRAL_TRANSFER, RetargetSettings, fit_and_calibrate, neutral_shape, normalise_landmarks  # noqa: E402
 from facevae.expression import pearson  # noqa: E402
 from facevae.faces.faceapi_landmarks import load_faceapi_landmark_net, track_landmarks, with_faceapi_mouth  # noqa: E402
-from facevae.faces.io import DriverTrack, read_faces  # noqa: E402
+from facevae.faces.io import DriverTrack  # noqa: E402
 from facevae.instruments import MeshInstrument, sharpen  # noqa: E402
-from facevae.modelio import Codec, load_model  # noqa: E402
 from facevae.render import RenderConfig  # noqa: E402
-from sweep_retarget import bench_drivers  # noqa: E402
+from sweep_retarget import bench_actor, bench_drivers  # noqa: E402
 from facevae.scoring import jitter, retrieval_index  # noqa: E402
 
 def main() -> None:
@@ -60,17 +59,13 @@ def main() -> None:
         print(f"driver {b}: {len(drv['rows'])} frames ({time.perf_counter() - t0:.0f} s)", flush=True)
     out = []
     for a in ACTORS:
-        faces_path = work / f"results/faces/{a}.h5"
-        faces = read_faces(faces_path)
+        faces, codec, mu, eye_of = bench_actor(work, a)
         track = DriverTrack(work / f"results/tracks/{a}/{a}.h5")
         by_frame = {int(f): r for r, f in enumerate(track.frame)}
         rows = np.array([by_frame[int(f)] for f in faces["frame"]])
         actor_fa = track_landmarks(track, work / f"results/videos/{a}/{a}.mp4", net, rows)
         # the faces file's points are the track's (same crop): check, so the transform is the right one
         assert np.allclose(np.asarray(track.landmarks[:])[rows], faces["landmarks"], atol=1e-3)
-        codec = Codec(load_model(work / f"results/models/{a}/model.pt"))
-        mu = codec.encode(faces["data"])
-        eye_of = _dlib_eye_opening(codec, faces, faces_path)
         maps = {"dlib": fit_and_calibrate(faces["landmarks"], mu, RetargetSettings(), eye_of)[0],
                 "face-api": fit_and_calibrate(actor_fa, mu, RetargetSettings(), eye_of)[0]}
         for module in maps.values():

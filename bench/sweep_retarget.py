@@ -135,6 +135,15 @@ def bench_drivers(work: Path, measure) -> dict:
     return drivers
 
 
+def bench_actor(work: Path, actor: str) -> tuple[dict, Codec, np.ndarray, object]:
+    """One trained actor of a workflow run folder: its faces file, codec, the faces' latent means and
+    the decoded-eye measure the eye step is calibrated with (as rule fit_retarget loads them)."""
+    faces_path = work / f"results/faces/{actor}.h5"
+    faces = read_faces(faces_path)
+    codec = Codec(load_model(work / f"results/models/{actor}/model.pt"))
+    return faces, codec, codec.encode(faces["data"]), _dlib_eye_opening(codec, faces, faces_path)
+
+
 def main() -> None:
     work = Path(os.environ["BENCH_TRANSFER_WORKDIR"]) / "auto"
     render = RenderConfig()
@@ -144,11 +153,7 @@ def main() -> None:
     out = []
     t0 = time.perf_counter()
     for a in ACTORS:
-        faces_path = work / f"results/faces/{a}.h5"
-        faces = read_faces(faces_path)
-        codec = Codec(load_model(work / f"results/models/{a}/model.pt"))
-        mu = codec.encode(faces["data"])
-        eye_of = _dlib_eye_opening(codec, faces, faces_path)
+        faces, codec, mu, eye_of = bench_actor(work, a)
         actor_open = shape_openings(torch.from_numpy(normalise_landmarks(faces["landmarks"]))).numpy()
         fitted = {}
         for v in [v for v in VARIANTS if not ONLY or any(o in v.label for o in ONLY)]:
