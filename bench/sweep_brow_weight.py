@@ -50,6 +50,12 @@ from sweep_retarget import bench_actor, bench_drivers  # noqa: E402
 WEIGHTS = [float(w) for w in os.environ.get("SWEEP_BROW_WEIGHTS", "1,0.5,0.25,0").split(",")]
 
 
+def brow_variants() -> dict[str, RetargetSettings]:
+    """This sweep's settings: the defaults at each brow weight (label -> settings; the other sweeps
+    that drive bench_rows and ci_pair pass their own)."""
+    return {f"brow weight {w:g}": dataclasses.replace(RetargetSettings(), brow_weight=w) for w in WEIGHTS}
+
+
 def readout_step(module, z, landmarks) -> np.ndarray:
     """Prototype (not a candidate yet): the encoder's z stepped by the map's read-out toward the
     retargeted shape's openings, i.e. LandmarkRetarget.forward's last step applied to z."""
@@ -66,9 +72,9 @@ def readout_step(module, z, landmarks) -> np.ndarray:
         return (zt + miss @ module.readout_steps).float().numpy()
 
 
-def ci_pair(work: Path, measure, transfer: float, self_blend: float) -> list[dict]:
-    """The CI pipeline's pairs (a run folder of the test config: d6 <- tpsmm and d6 <- d6rest) at each
-    brow weight: mesh mouth / eye r of the cross pair with the pipeline's points, the page's
+def ci_pair(work: Path, measure, transfer: float, self_blend: float, variants: dict[str, RetargetSettings]) -> list[dict]:
+    """The CI pipeline's pairs (a run folder of the test config: d6 <- tpsmm and d6 <- d6rest) with each
+    of ``variants``' settings: mesh mouth / eye r of the cross pair with the pipeline's points, the page's
     simulated (face-api's 68 as its tracking runs the net) and page vs pipeline with the neutral from
     the page's calibration window on both sides, as tests/support/page_compare.py compares them; and
     the own clip's blend."""
@@ -78,7 +84,7 @@ def ci_pair(work: Path, measure, transfer: float, self_blend: float) -> list[dic
 
     seed = int(((yaml.safe_load((work / "config.yaml").read_text()) or {}).get("train") or {}).get("seed", 0))
     net = load_faceapi_landmark_net(work / "results/weights/face-api")
-    faces, codec, mu, eye_of = bench_actor(work, "d6")
+    faces, codec, mu, openings_of = bench_actor(work, "d6")
     calibration = json.loads((work / "results/explore/d6/page.json").read_text())["drive"]["calibration_seconds"]
     tracks = {}
     for name, video in (("tpsmm", "driving"), ("d6rest", "rest")):
@@ -89,11 +95,11 @@ def ci_pair(work: Path, measure, transfer: float, self_blend: float) -> list[dic
                             "pipeline": with_faceapi_mouth(np.asarray(track.landmarks[:])[rows], page),
                             "time": np.asarray(track.time[:])[rows], "encoder": encode_track(codec, track)[rows]}
     out = []
-    for w in WEIGHTS:
-        module, _ = fit_and_calibrate(faces["landmarks"], mu, dataclasses.replace(RetargetSettings(), brow_weight=w), eye_of)
+    for label, settings in variants.items():
+        module, _ = fit_and_calibrate(faces["landmarks"], mu, settings, openings_of)
         module.transfer = transfer
         cross, own = tracks["tpsmm"], tracks["d6rest"]
-        row = {"actor": f"ci d6 seed {seed}", "driver": "tpsmm", "brow_weight": w}
+        row = {"actor": f"ci d6 seed {seed}", "driver": "tpsmm", "variant": label, "brow_weight": settings.brow_weight}
         got = measure(codec.decode(module.drive(cross["pipeline"], neutral_shape(normalise_landmarks(cross["pipeline"])))))
         row["pipeline_mesh_mouth"], row["pipeline_mesh_eye"] = (pearson(cross["mesh"][:, j], got[:, j]) for j in (0, 1))
         series = {}
@@ -118,19 +124,25 @@ def main() -> None:
     mesh = MeshInstrument(render.score_upscale)
     measure = lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))  # noqa: E731
     t0 = time.perf_counter()
-    out = bench_rows(Path(os.environ["BENCH_TRANSFER_WORKDIR"]) / "auto", measure, transfer, render.self_blend, t0) \
-        if os.environ.get("BENCH_TRANSFER_WORKDIR") else []
-    ci_rows = [row for ci in os.environ.get("SWEEP_CI_WORKDIR", "").split(os.pathsep) if ci
-               for row in ci_pair(Path(ci), measure, transfer, render.self_blend)]
-    table = pd.DataFrame(out + ci_rows)
+    table = sweep(brow_variants(), measure, transfer, render.self_blend, t0)
     dest = REPO / "bench/results" / os.environ.get("SWEEP_OUT", "brow_weight")
     table.to_csv(dest.with_suffix(".tsv"), sep="\t", index=False, float_format="%.4f")
     dest.with_suffix(".md").write_text(markdown(table, time.perf_counter() - t0))
     print(dest.with_suffix(".md").read_text())
 
 
-def bench_rows(work: Path, measure, transfer: float, self_blend: float, t0: float) -> list[dict]:
-    """The bench's 16 cross pairs and 4 own clips at each brow weight (see the module's docstring)."""
+def sweep(variants: dict[str, RetargetSettings], measure, transfer: float, self_blend: float, t0: float) -> pd.DataFrame:
+    """The bench's rows (BENCH_TRANSFER_WORKDIR) and the CI pipeline's (SWEEP_CI_WORKDIR) for each variant."""
+    out = bench_rows(Path(os.environ["BENCH_TRANSFER_WORKDIR"]) / "auto", measure, transfer, self_blend, t0, variants) \
+        if os.environ.get("BENCH_TRANSFER_WORKDIR") else []
+    ci_rows = [row for ci in os.environ.get("SWEEP_CI_WORKDIR", "").split(os.pathsep) if ci
+               for row in ci_pair(Path(ci), measure, transfer, self_blend, variants)]
+    return pd.DataFrame(out + ci_rows)
+
+
+def bench_rows(work: Path, measure, transfer: float, self_blend: float, t0: float,
+               variants: dict[str, RetargetSettings]) -> list[dict]:
+    """The bench's 16 cross pairs and 4 own clips with each of ``variants``' settings (see the module's docstring)."""
     net = load_faceapi_landmark_net(work / "results/weights/face-api")
     drivers = bench_drivers(work, measure)
     for drv in drivers.values():
@@ -140,7 +152,7 @@ def bench_rows(work: Path, measure, transfer: float, self_blend: float, t0: floa
     print(f"drivers' face-api points: {time.perf_counter() - t0:.0f} s", flush=True)
     out = []
     for a in ACTORS:
-        faces, codec, mu, eye_of = bench_actor(work, a)
+        faces, codec, mu, openings_of = bench_actor(work, a)
         size = int(faces["data"].shape[1])
         align = align_config_of(faces.get("attrs") or {}, size, work / f"results/faces/{a}.h5", size)
         with DriverTrack(work / f"results/tracks/{a}rest/rest.h5") as own:
@@ -151,21 +163,21 @@ def bench_rows(work: Path, measure, transfer: float, self_blend: float, t0: floa
                                                             own_rows))
             z_encoder = encode_track(codec, own)[own_rows]
         encoder_r = pearson(own_mesh[:, 0], measure(codec.decode(z_encoder))[:, 0])
-        for w in WEIGHTS:
-            module, report = fit_and_calibrate(faces["landmarks"], mu, dataclasses.replace(RetargetSettings(), brow_weight=w),
-                                               eye_of)
+        for label, settings in variants.items():
+            w = settings.brow_weight
+            module, report = fit_and_calibrate(faces["landmarks"], mu, settings, openings_of)
             module.transfer = transfer
             z_own = module.drive(own_points, neutral_shape(normalise_landmarks(own_points)))
             blend = measure(codec.decode(blend_latents(z_encoder, z_own, self_blend)))
             steered = measure(codec.decode(readout_step(module, z_encoder, own_points)))
-            out.append({"actor": a, "driver": "own", "brow_weight": w, "mesh_mouth": pearson(own_mesh[:, 0], blend[:, 0]),
+            out.append({"actor": a, "driver": "own", "variant": label, "brow_weight": w, "mesh_mouth": pearson(own_mesh[:, 0], blend[:, 0]),
                         "mesh_eye": pearson(own_mesh[:, 1], blend[:, 1]), "encoder_mouth": encoder_r,
                         "steered_mouth": pearson(own_mesh[:, 0], steered[:, 0]),
                         "steered_eye": pearson(own_mesh[:, 1], steered[:, 1])})
             for b, drv in drivers.items():
                 if b == a:
                     continue
-                row = {"actor": a, "driver": b, "brow_weight": w, "cv_r2": report["cv_r2"]}
+                row = {"actor": a, "driver": b, "variant": label, "brow_weight": w, "cv_r2": report["cv_r2"]}
                 series = {}
                 for side, lm in drv["points"].items():
                     decoded = codec.decode(module.drive(lm, neutral_shape(normalise_landmarks(lm))))
@@ -179,7 +191,7 @@ def bench_rows(work: Path, measure, transfer: float, self_blend: float, t0: floa
                 retrieved = measure(faces["data"][retrieval_index(faces["landmarks"], drv["landmarks"])])
                 row["retrieval_mouth"] = pearson(drv["mesh"][:, 0], retrieved[:, 0])
                 out.append(row)
-                print(f"{a} <- {b} w {w:g}: pipeline {row['pipeline_mesh_mouth']:.3f} / {row['pipeline_mesh_eye']:.3f}, "
+                print(f"{a} <- {b} {label}: pipeline {row['pipeline_mesh_mouth']:.3f} / {row['pipeline_mesh_eye']:.3f}, "
                       f"page {row['page_mesh_mouth']:.3f}, page vs pipeline {row['page_vs_pipeline']:.3f} "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
     return out

@@ -59,15 +59,15 @@ def main() -> None:
         print(f"driver {b}: {len(drv['rows'])} frames ({time.perf_counter() - t0:.0f} s)", flush=True)
     out = []
     for a in ACTORS:
-        faces, codec, mu, eye_of = bench_actor(work, a)
+        faces, codec, mu, openings_of = bench_actor(work, a)
         track = DriverTrack(work / f"results/tracks/{a}/{a}.h5")
         by_frame = {int(f): r for r, f in enumerate(track.frame)}
         rows = np.array([by_frame[int(f)] for f in faces["frame"]])
         actor_fa = track_landmarks(track, work / f"results/videos/{a}/{a}.mp4", net, rows)
         # the faces file's points are the track's (same crop): check, so the transform is the right one
         assert np.allclose(np.asarray(track.landmarks[:])[rows], faces["landmarks"], atol=1e-3)
-        maps = {"dlib": fit_and_calibrate(faces["landmarks"], mu, RetargetSettings(), eye_of)[0],
-                "face-api": fit_and_calibrate(actor_fa, mu, RetargetSettings(), eye_of)[0]}
+        maps = {"dlib": fit_and_calibrate(faces["landmarks"], mu, RetargetSettings(), openings_of)[0],
+                "face-api": fit_and_calibrate(actor_fa, mu, RetargetSettings(), openings_of)[0]}
         for module in maps.values():
             module.transfer = NEUTRAL_TRANSFER  # as rule reenact sets render.retarget.transfer
         for b, drv in drivers.items():

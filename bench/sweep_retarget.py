@@ -29,7 +29,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from bench_transfer import ACTORS, video_of  # noqa: E402
-from facevae.driving import (LEFT_EYE_BROW, MOUTH, NEUTRAL_TRANSFER, RIGHT_EYE_BROW, RetargetSettings, _dlib_eye_opening,  # noqa: E402
+from facevae.driving import (LEFT_EYE_BROW, MOUTH, NEUTRAL_TRANSFER, RIGHT_EYE_BROW, RetargetSettings, _dlib_openings,  # noqa: E402
                              fit_and_calibrate, neutral_shape, normalise_landmarks, retarget_shapes,
                              shape_openings)
 from facevae.expression import pearson  # noqa: E402
@@ -137,11 +137,11 @@ def bench_drivers(work: Path, measure) -> dict:
 
 def bench_actor(work: Path, actor: str) -> tuple[dict, Codec, np.ndarray, object]:
     """One trained actor of a workflow run folder: its faces file, codec, the faces' latent means and
-    the decoded-eye measure the eye step is calibrated with (as rule fit_retarget loads them)."""
+    the decoded faces' mouth and eye measure the eye step is decoupled and calibrated with (as rule fit_retarget loads them)."""
     faces_path = work / f"results/faces/{actor}.h5"
     faces = read_faces(faces_path)
     codec = Codec(load_model(work / f"results/models/{actor}/model.pt"))
-    return faces, codec, codec.encode(faces["data"]), _dlib_eye_opening(codec, faces, faces_path)
+    return faces, codec, codec.encode(faces["data"]), _dlib_openings(codec, faces, faces_path)
 
 
 def main() -> None:
@@ -153,12 +153,12 @@ def main() -> None:
     out = []
     t0 = time.perf_counter()
     for a in ACTORS:
-        faces, codec, mu, eye_of = bench_actor(work, a)
+        faces, codec, mu, openings_of = bench_actor(work, a)
         actor_open = shape_openings(torch.from_numpy(normalise_landmarks(faces["landmarks"]))).numpy()
         fitted = {}
         for v in [v for v in VARIANTS if not ONLY or any(o in v.label for o in ONLY)]:
             if v.settings not in fitted:
-                fitted[v.settings] = fit_and_calibrate(faces["landmarks"], mu, v.settings, eye_of)
+                fitted[v.settings] = fit_and_calibrate(faces["landmarks"], mu, v.settings, openings_of)
             module, report = fitted[v.settings]
             for b, drv in drivers.items():
                 if b == a:

@@ -66,6 +66,8 @@ def test_valid_config_entry_in_seconds():
          "must be faceapi or dlib"),
         (lambda c: c.update(render={"self_blend": 1.5}), "render.self_blend", "must be a number in [0, 1]"),
         (lambda c: c.update(render={"retarget": {"brow_weight": 2}}), "render.retarget.brow_weight", "must be a number in [0, 1]"),
+        (lambda c: c.update(render={"retarget": {"eye_keeps_mouth": "yes"}}), "render.retarget.eye_keeps_mouth",
+         "must be true or false"),
         (lambda c: c.update(render={"drive": "mix"}), "render.drive", "must be auto, retarget, encoder or blend"),
         (lambda c: c.update(actors=None), "actors", "no actors: add at least one actor"),
         (lambda c: c.update(actors={}), "actors", "no actors: add at least one actor"),

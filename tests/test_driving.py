@@ -16,6 +16,8 @@ from facevae.driving import (
     LandmarkRetarget,
     RetargetSettings,
     calibrate_eye_step,
+    decouple_eye_step,
+    fit_and_calibrate,
     driver_landmarks,
     export_onnx,
     fit_retarget,
@@ -357,6 +359,62 @@ def test_eye_calibration_without_an_eye_step_or_a_response_changes_nothing():
     for bad in (0.5, float("nan"), True):
         with pytest.raises(FacevaeError, match="render.retarget.eye_gain_max"):
             RetargetSettings(eye_gain_max=bad)
+
+
+@pytest.mark.parametrize("leak", [0.4, -0.3])
+def test_eye_step_is_decoupled_from_the_decoded_mouth(leak):
+    """A decoder whose mouth also opens by ``leak`` per unit of the code's eye coordinate (eye and
+    mouth entangled, as a VAE trained on one person draws them): the decoupling measures the leak
+    and the mouth direction's own response, and takes the share of the mouth direction out of the
+    eye step that cancels it -- stepping along the new eye step, the decoded mouth stays, the
+    decoded eye moves as before; the mouth step is left alone."""
+    shapes, mu, mix = _blinking_actor()
+    module, report = fit_retarget(shapes, mu)
+    before = module.readout_steps.numpy().copy()
+    coords = lambda z: np.linalg.lstsq(mix.T, np.asarray(z).T, rcond=None)[0]  # noqa: E731 -- (eye, mouth) x M
+
+    def decoded(z):
+        eye, mouth = coords(z)
+        out = np.stack([mouth + leak * eye, eye], axis=1)
+        out[::11] = np.nan  # dlib found no face on these
+        return out
+
+    def slopes(direction):  # decoded (mouth, eye) change per unit step along direction
+        z0 = mu[:5]
+        return (np.nan_to_num(decoded(z0 + direction[None])) - np.nan_to_num(decoded(z0)))[1:5].mean(axis=0)
+
+    assert abs(slopes(before[0])[0]) > 0.2  # the eye step moved the decoded mouth
+    out = decouple_eye_step(module, mu, (report["eye_sd"], report["mouth_sd"]), module.mouth_direction, decoded)
+    assert out["eye_mouth_response"] == pytest.approx(leak, rel=0.05) and out["mouth_response"] == pytest.approx(1.0, rel=0.05)
+    mouth_moves, eye_moves = slopes(module.readout_steps[0].numpy())
+    assert abs(mouth_moves) < 0.02 and eye_moves == pytest.approx(slopes(before[0])[1], rel=0.05)
+    np.testing.assert_array_equal(module.readout_steps[1].numpy(), before[1])
+    # No mouth lever (the mouth direction does not move the decoded mouth): nothing is changed.
+    module, report = fit_retarget(shapes, mu)
+    flat = lambda z: np.stack([np.zeros(len(z)), coords(z)[0]], axis=1)  # noqa: E731
+    assert decouple_eye_step(module, mu, (report["eye_sd"], report["mouth_sd"]), module.mouth_direction,
+                             flat)["eye_mouth_removed"] == 0.0
+    np.testing.assert_array_equal(module.readout_steps.numpy(), before)
+
+
+def test_fit_and_calibrate_decouples_then_scales_the_eye_step():
+    """rule fit_retarget's sequence: with eye_keeps_mouth the leak is taken out first, then the eye
+    gain is measured on the decoupled step (here the decoded eye moves half the code's: gain 2)."""
+    shapes, mu, mix = _blinking_actor()
+    coords = lambda z: np.linalg.lstsq(mix.T, np.asarray(z).T, rcond=None)[0]  # noqa: E731
+
+    def decoded(z):
+        eye, mouth = coords(z)
+        return np.stack([mouth + 0.4 * eye, 0.5 * eye], axis=1)
+
+    module, report = fit_and_calibrate(shapes, mu, RetargetSettings(eye_keeps_mouth=True), decoded)
+    assert report["eye_mouth_removed"] == pytest.approx(0.4, rel=0.05) and report["eye_gain"] == pytest.approx(2.0, rel=0.05)
+    eye, mouth = coords(module.readout_steps[0].numpy()[None])[:, 0]
+    assert abs(mouth + 0.4 * eye) < 0.02 * abs(eye)
+    plain, report = fit_and_calibrate(shapes, mu, RetargetSettings(eye_keeps_mouth=False), decoded)
+    assert report["eye_mouth_removed"] == 0.0 and np.isnan(report["eye_mouth_response"])
+    with pytest.raises(FacevaeError, match="render.retarget.eye_keeps_mouth"):
+        RetargetSettings(eye_keeps_mouth="yes")
 
 
 def test_step_targets_stay_within_the_actors_own_range(tmp_path):

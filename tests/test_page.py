@@ -7,7 +7,9 @@ face mesh), never with the page's own landmarks."""
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,6 +211,8 @@ def video_file_log(session, site) -> list[dict]:
     fps = json.loads((site["wd"] / f"results/videos/{DRIVER}/{VIDEO}.json").read_text())["fps"]
     log = session.js("([u, f]) => window.facevae.stepThrough(u, f)", ["clip.mp4", fps])
     session.page.screenshot(path=str(site["wd"] / "page-video-file.png"))
+    if os.environ.get("FACEVAE_PAGE_LOG"):  # the page's own points for bench/sweep_page_points.py
+        Path(os.environ["FACEVAE_PAGE_LOG"]).write_text(json.dumps(log))
     return log
 
 

@@ -104,6 +104,7 @@ class RetargetSettings:
     readout: bool = True
     eye_gain_max: float = 2.0
     brow_weight: float = BROW_WEIGHT
+    eye_keeps_mouth: bool = False
 
     def __post_init__(self):
         if self.features not in FEATURES:
@@ -121,6 +122,8 @@ class RetargetSettings:
         if isinstance(self.eye_gain_max, bool) or not isinstance(self.eye_gain_max, (int, float)) \
                 or not np.isfinite(self.eye_gain_max) or self.eye_gain_max < 1:
             raise FacevaeError(f"render.retarget.eye_gain_max must be a number >= 1, not {self.eye_gain_max!r}")
+        if not isinstance(self.eye_keeps_mouth, bool):
+            raise FacevaeError(f"render.retarget.eye_keeps_mouth must be true or false, not {self.eye_keeps_mouth!r}")
         if not isinstance(self.readout, bool):
             raise FacevaeError(f"render.retarget.readout must be true or false, not {self.readout!r}")
         if isinstance(self.brow_weight, bool) or not isinstance(self.brow_weight, (int, float)) \
@@ -393,9 +396,10 @@ def fit_readout(shapes: np.ndarray, mu: np.ndarray, folds: int = 5) -> dict | No
     mc, yc = mu - mu.mean(axis=0), y - y.mean(axis=0)
     # ridge 1e-3 per frame and per unit of mu's mean variance (a VAE's mu has about unit variance)
     w = np.linalg.solve(mc.T @ mc + 1e-3 * len(mu) * mc.var(axis=0).mean() * np.eye(mu.shape[1]), mc.T @ yc)
-    steps = steps_of(mu, y) * np.asarray(used, np.float64)[:, None]
+    directions = steps_of(mu, y)
+    steps = directions * np.asarray(used, np.float64)[:, None]
     return {"w": w, "y": y.mean(axis=0), "steps": steps, "lo": y.min(axis=0), "hi": y.max(axis=0), "heldout_r": heldout,
-            "used": used, "sd": y.std(axis=0)}
+            "used": used, "sd": y.std(axis=0), "directions": directions}
 
 
 EYE_CALIBRATION_FACES = 48  # the actor's faces (evenly spread) the eye step is calibrated on
@@ -436,6 +440,60 @@ def calibrate_eye_step(module: LandmarkRetarget, mu: np.ndarray, eye_sd: float, 
     return {"eye_response": response, "eye_gain": gain}
 
 
+def _response(measured: np.ndarray, asked: np.ndarray) -> tuple[float, int]:
+    """Least-squares slope of ``measured`` (len(asked), faces; NaN where it failed) about each face's
+    own mean on the ``asked`` change, over the faces measured at every step; and their count."""
+    ok = np.isfinite(measured).all(axis=0)
+    if ok.sum() < 2:
+        return float("nan"), int(ok.sum())
+    moved = measured[:, ok] - measured[:, ok].mean(axis=0)
+    change = np.repeat((asked - asked.mean())[:, None], ok.sum(), axis=1)
+    return float((moved * change).sum() / (change * change).sum()), int(ok.sum())
+
+
+MOUTH_RESPONSE_MIN = 0.2  # the mouth direction must move the decoded mouth at least this much per unit
+
+
+def decouple_eye_step(module: LandmarkRetarget, mu: np.ndarray, sd: np.ndarray, mouth_direction: np.ndarray,
+                      openings_of) -> dict:
+    """Take out of the read-out's eye step what it does to the *decoded* mouth, in place.
+
+    ``openings_of(z (M, D)) -> (M, 2)``: mouth and eye opening measured on the decoded faces of ``z``
+    (NaN where it fails); ``sd``: the actor's (eye, mouth) opening s.d.; ``mouth_direction``: the
+    change of z per unit of mouth opening (:func:`fit_readout`'s ``directions[1]``, used or not).
+    Evenly spread codes are stepped along the eye step and along the mouth direction; the slopes of
+    the decoded mouth on each (``eye_mouth_response``, ``mouth_response``) give the share of the
+    mouth direction that cancels the eye step's pull on the mouth, and the eye step becomes
+    ``eye - eye_mouth_response / mouth_response * mouth_direction``. Why: eye and mouth co-vary in
+    an actor's frames, so the regression's eye direction also opens or closes the decoded mouth,
+    and a driver's eyes then move the actor's mouth -- the page, whose eye points come from another
+    landmark model than the pipeline's, rendered another mouth (issue 13). Nothing is changed when
+    the mouth direction barely moves the decoded mouth (below ``MOUTH_RESPONSE_MIN`` per unit: there
+    is nothing to cancel with). Run it before :func:`calibrate_eye_step`, which then scales the
+    decoupled step."""
+    eye = module.readout_steps[0].numpy().copy() if module.has_readout else np.zeros(0)
+    out = {"eye_mouth_response": float("nan"), "mouth_response": float("nan"), "eye_mouth_removed": 0.0}
+    sd = np.asarray(sd, np.float64)
+    mouth_direction = np.asarray(mouth_direction, np.float64)
+    if not eye.size or not np.abs(eye).sum() or not np.abs(mouth_direction).sum() or not (np.isfinite(sd) & (sd > 0)).all():
+        return out
+    mu = np.asarray(mu, np.float64)[evenly_spread(len(mu), EYE_CALIBRATION_FACES)]
+    steps = np.asarray(EYE_CALIBRATION_STEPS)
+    asked_eye, asked_mouth = steps * sd[0], -steps * sd[1]  # the mouth mostly opening
+    z = np.concatenate([mu + t * direction[None] for direction, asked in ((eye, asked_eye), (mouth_direction, asked_mouth))
+                        for t in asked])
+    measured = np.asarray(openings_of(z), np.float64)[:, 0].reshape(2, len(steps), len(mu))
+    eye_mouth, _ = _response(measured[0], asked_eye)
+    mouth, _ = _response(measured[1], asked_mouth)
+    out.update(eye_mouth_response=eye_mouth, mouth_response=mouth)
+    if not (np.isfinite(eye_mouth) and np.isfinite(mouth) and mouth >= MOUTH_RESPONSE_MIN):
+        return out
+    share = eye_mouth / mouth
+    module.readout_steps[0] -= torch.as_tensor(share * mouth_direction, dtype=module.readout_steps.dtype)
+    out["eye_mouth_removed"] = float(share)
+    return out
+
+
 def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettings = RetargetSettings(),
                  gain: float = 1.0) -> tuple[LandmarkRetarget, dict]:
     """Fit an actor's map from its own landmarks (N, 68, 2, crop px) to its latent means (N, D).
@@ -470,12 +528,16 @@ def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettin
     if readout is not None:
         report["readout_eye_r"], report["readout_mouth_r"] = readout["heldout_r"]
         report["readout_eye"], report["readout_mouth"] = readout["used"]
-        report["eye_sd"] = float(readout["sd"][0])
+        report["eye_sd"], report["mouth_sd"] = (float(v) for v in readout["sd"])
+        directions = readout["directions"]
         if not any(readout["used"]):
             readout = None
     module = LandmarkRetarget(np.median(norm, axis=0), full["centres"], full["coef"], full["x_mean"], full["z_mean"],
                               full["inv_width"], settings.features, settings.map, gain, readout,
                               brow_weight=settings.brow_weight)
+    # The mouth's regression direction even where its step is not used: decouple_eye_step's lever
+    # (a transient attribute: the fit's, not saved with the map).
+    module.mouth_direction = directions[1] if readout is not None else np.zeros(0)
     return module.eval(), report
 
 
@@ -677,25 +739,34 @@ def export_onnx(module: LandmarkRetarget, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def _dlib_eye_opening(codec, faces: dict, faces_path):
-    """z -> the eye opening dlib measures on the decoded faces, as the score's dlib columns measure
-    renders (:func:`facevae.instruments.dlib_ratios`: 4x upscale, unsharp mask 2.5)."""
+def _dlib_openings(codec, faces: dict, faces_path):
+    """z -> (M, 2) mouth and eye opening dlib measures on the decoded faces, as the score's dlib
+    columns measure renders (:func:`facevae.instruments.dlib_ratios`: 4x upscale, unsharp mask 2.5)."""
     from facevae.faces.io import align_config_of
     from facevae.instruments import dlib_ratios
 
     size = int(faces["data"].shape[1])
     align = align_config_of(faces.get("attrs") or {}, size, faces_path, size)
-    return lambda z: dlib_ratios(codec.decode(np.asarray(z, np.float32)), align)[:, 1]
+    return lambda z: dlib_ratios(codec.decode(np.asarray(z, np.float32)), align)
 
 
-def fit_and_calibrate(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettings, eye_opening_of):
-    """:func:`fit_retarget`, then the eye step calibrated on the decoder (:func:`calibrate_eye_step`;
-    ``eye_opening_of``: z -> the eye opening measured on the decoded faces) where the settings allow
-    it and the fit has an eye read-out. The one fitting sequence of rule fit_retarget and the sweep."""
+def fit_and_calibrate(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettings, openings_of):
+    """:func:`fit_retarget`, then, where the settings allow it and the fit has an eye read-out, the
+    eye step decoupled from the decoded mouth (:func:`decouple_eye_step`) and calibrated on the
+    decoder (:func:`calibrate_eye_step`); ``openings_of``: z -> (M, 2) mouth and eye opening measured
+    on the decoded faces. The one fitting sequence of rule fit_retarget and the sweeps."""
     module, report = fit_retarget(landmarks, mu, settings)
-    report.update(eye_response=float("nan"), eye_gain=1.0)  # the columns are always there
-    if settings.eye_gain_max > 1 and report.get("readout_eye"):
-        report.update(calibrate_eye_step(module, mu, float(report["eye_sd"]), eye_opening_of, settings.eye_gain_max))
+    # the columns are always there
+    report.update(eye_response=float("nan"), eye_gain=1.0, eye_mouth_response=float("nan"),
+                  mouth_response=float("nan"), eye_mouth_removed=0.0)
+    if not report.get("readout_eye"):
+        return module, report
+    if settings.eye_keeps_mouth:
+        report.update(decouple_eye_step(module, mu, (report["eye_sd"], report["mouth_sd"]), module.mouth_direction,
+                                        openings_of))
+    if settings.eye_gain_max > 1:
+        report.update(calibrate_eye_step(module, mu, float(report["eye_sd"]), lambda z: np.asarray(openings_of(z))[:, 1],
+                                         settings.eye_gain_max))
     return module, report
 
 
@@ -715,7 +786,7 @@ def fit_actor_retarget(faces_path, model_path, outputs: dict, settings: Retarget
                            f"stage (actors.{actor}.dataset files hold images only; use render.drive: encoder)")
     codec = Codec(load_model(model_path))
     mu = codec.encode(faces["data"])
-    module, report = fit_and_calibrate(faces["landmarks"], mu, settings, _dlib_eye_opening(codec, faces, faces_path))
+    module, report = fit_and_calibrate(faces["landmarks"], mu, settings, _dlib_openings(codec, faces, faces_path))
     report = {"actor": actor, **report}
     save_retarget(outputs["map"], module, report)
     write_text(outputs["table"], pd.DataFrame([report]).to_csv(sep="\t", index=False, float_format="%.6g"))

@@ -266,7 +266,7 @@ RETARGET_OUTPUTS = {
 # The render.retarget keys the fitted map depends on (the others -- neutral, gain, transfer -- are applied
 # at render time), so changing a render-time key re-renders without refitting.
 RETARGET_FIT_KEYS = ("features", "map", "bandwidth", "l2", "max_centres", "folds", "readout", "eye_gain_max",
-                     "brow_weight")
+                     "brow_weight", "eye_keeps_mouth")
 
 
 def drives_by_retargeting(config: dict) -> bool:
