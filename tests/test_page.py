@@ -22,11 +22,13 @@ from support.page_compare import compare_with_pipeline, mesh_mouth
 pytestmark = [pytest.mark.slow, pytest.mark.media]
 
 ACTOR, DRIVER, VIDEO = "d6", "tpsmm", "driving"
-# Video-file mode: the page's rendered mouth against the pipeline's on the same frames, face mesh r
-# measured in this test on the CI pipeline's d6 (seed 0): 0.683 with the map's brows at half weight
-# (render.retarget.brow_weight 0.5), 0.628 at weight 1, 0.41 before the pipeline took face-api's mouth
-# points. Issue 13 asks 0.8; not reached (README, "The actor's page"). The bar sits 0.1 below.
-PAGE_VS_PIPELINE_MOUTH = 0.58
+# Video-file mode: the page's rendered mouth against the pipeline's on the same frames, face mesh r on the CI
+# pipeline's d6. Issue 13's bar, 0.8, asserted as it stands. bench/sweep_page_points.py on the page's own logged
+# points (train.seed 0 / 1 / 2): 0.683 / 0.785 / 0.765 before (one landmark pass in the detector's box, the eye
+# step pulling the decoded mouth); with the page's second landmark pass around its own answer and the eye step
+# decoupled from the decoded mouth (render.retarget.eye_keeps_mouth) 0.832 / 0.856 / 0.849; this test's own
+# run at seed 0 with both: 0.843 (median pixel difference 0.0118; 2026-12-06).
+PAGE_VS_PIPELINE_MOUTH = 0.8
 # The PyTorch port of face-api's landmark net against the page's own points on the same frames, px.
 PORT_MEDIAN_PX, PORT_P99_PX = 0.25, 1.0
 
@@ -233,10 +235,9 @@ def test_video_file_mode_matches_the_pipelines_driving_path(session, site, video
           f"mouth opening r {c['landmark_mouth_r']:.3f}")
     assert c["frames"] >= 0.9 * c["kept"], (c["frames"], c["kept"])
     assert c["median_diff"] <= 0.05
-    # The page's mouth follows the pipeline's beyond what the series' smoothness gives. Not the
-    # issue's 0.8: the pipeline takes the mouth from face-api as the page does, but its eyes, brows
-    # and the points the alignment uses from dlib, where the page has face-api's alone (measured
-    # 0.628 on this CI model).
+    # The page's mouth follows the pipeline's beyond what the series' smoothness gives, and at the
+    # issue's 0.8 (PAGE_VS_PIPELINE_MOUTH's comment) although the page's eyes and brows are
+    # face-api's where the pipeline's are dlib's.
     assert c["mouth_r"] > c["shift_p95"] and c["mouth_r"] >= PAGE_VS_PIPELINE_MOUTH, (c["mouth_r"], c["shift_p95"])
     # And carries the driver's mouth at least as well as the pipeline's path with the same neutral
     # (measured: page 0.47, pipeline 0.29 -- face-api's mouth points move more than dlib's).

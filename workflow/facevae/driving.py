@@ -104,7 +104,7 @@ class RetargetSettings:
     readout: bool = True
     eye_gain_max: float = 2.0
     brow_weight: float = BROW_WEIGHT
-    eye_keeps_mouth: bool = False
+    eye_keeps_mouth: bool = True
 
     def __post_init__(self):
         if self.features not in FEATURES:
