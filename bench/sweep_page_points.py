@@ -34,7 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 sys.path.insert(0, str(REPO / "bench"))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
@@ -45,6 +44,7 @@ from facevae.expression import pearson  # noqa: E402
 from facevae.faces.align import transform_points, umeyama  # noqa: E402
 from facevae.faces.faceapi_landmarks import TRACK_MARGIN, box_around, faceapi_landmarks, load_faceapi_landmark_net  # noqa: E402
 from facevae.faces.io import DriverTrack  # noqa: E402
+from facevae.video import read_frames  # noqa: E402
 from sweep_retarget import bench_actor  # noqa: E402
 sys.path.insert(0, str(REPO / "tests"))
 from support.page_compare import mesh_mouth  # noqa: E402
@@ -59,23 +59,14 @@ VARIANTS = {  # label -> (settings changes, eye step on)
 
 def refined(entries: list[dict], video: Path, net) -> np.ndarray:
     """The page's crop points after one more pass of face-api's net in the box around its own
-    frame points (the port, on the same frames decoded by OpenCV)."""
-    want = {e["frame"]: k for k, e in enumerate(entries)}
+    frame points (the port, on the same frames decoded by the pipeline's decoder)."""
+    at = {e["frame"]: k for k, e in enumerate(entries)}
     out = np.full((len(entries), 68, 2), np.nan)
-    cap = cv2.VideoCapture(str(video))
-    index = 0
-    while want:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        k = want.pop(index, None)
-        if k is not None:
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            frame_pts, crop_pts = np.asarray(entries[k]["landmarks"]), np.asarray(entries[k]["crop"])
+    for index, rgb in enumerate(read_frames(video, 0, max(at) + 1)):
+        if index in at:
+            frame_pts, crop_pts = np.asarray(entries[at[index]]["landmarks"]), np.asarray(entries[at[index]]["crop"])
             again = faceapi_landmarks(rgb, box_around(frame_pts, TRACK_MARGIN, rgb.shape[1], rgb.shape[0]), net)
-            out[k] = transform_points(umeyama(frame_pts, crop_pts), again)  # the page's own frame -> crop similarity
-        index += 1
-    cap.release()
+            out[at[index]] = transform_points(umeyama(frame_pts, crop_pts), again)  # the page's own frame -> crop similarity
     return out
 
 
