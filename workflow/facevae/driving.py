@@ -2,8 +2,9 @@
 
 Two methods, and the default choosing between them (``render.drive``):
 
-- ``auto`` (default) -- ``encoder`` when the driver is the actor (their mean 128-d face descriptors
-  within ``render.same_person_distance``: :func:`same_person_distance`), ``retarget`` otherwise.
+- ``auto`` (default) -- ``blend`` (encoder and retargeting, :func:`blend_latents`) when the driver is
+  the actor (their mean 128-d face descriptors within ``render.same_person_distance``:
+  :func:`same_person_distance`), ``retarget`` otherwise.
   Each is the better one in its case (README, "How driving works").
 - ``retarget`` -- expression retargeting through landmarks. Per actor a continuous map
   is fitted from the actor's own pose-normalised landmarks to the actor's latent means (ridge
@@ -92,7 +93,10 @@ class RetargetSettings:
     on the actor's decoded faces), at most this much; 1 leaves it unscaled. It needs the decoder, so
     :func:`fit_actor_retarget` applies it, not :func:`fit_retarget`. ``brow_weight``: the brows'
     coordinates in the features are multiplied by it (:func:`shape_features`; 0 = the map ignores
-    the brows; BROW_WEIGHT says why 0.5).
+    the brows; BROW_WEIGHT says why 0.5). ``eye_keeps_mouth``: before the eye step is scaled, the
+    share of the mouth's direction that cancels its pull on the *decoded* mouth is taken out of it
+    (:func:`decouple_eye_step`, measured by dlib on the actor's decoded faces; also applied by
+    :func:`fit_and_calibrate`, not :func:`fit_retarget`).
     """
 
     features: str = "local"
@@ -373,7 +377,8 @@ def fit_readout(shapes: np.ndarray, mu: np.ndarray, folds: int = 5) -> dict | No
     by d3 lost mouth r 0.86 -> 0.54 with the calibrated eye step unbounded, 0.86 bounded (bench, face
     mesh; cross medians mouth / eye 0.698 / 0.436 -> 0.703 / 0.443; the 1st-99th percentiles as the
     range: 0.702 / 0.419). Returned: ``w``, ``y`` (mean openings), ``steps``, ``lo``, ``hi``,
-    ``heldout_r`` and ``used`` (per opening: eye, mouth) and ``sd``."""
+    ``heldout_r`` and ``used`` (per opening: eye, mouth), ``sd``, and ``directions`` (``steps``
+    before the unused rows are zeroed: :func:`decouple_eye_step`'s mouth lever)."""
     openings = shape_openings(torch.from_numpy(np.asarray(shapes, np.float64))).numpy()
     mu = np.asarray(mu, np.float64)
     ok = np.isfinite(openings).all(axis=1) & np.isfinite(mu).all(axis=1)
