@@ -95,8 +95,8 @@ class RetargetSettings:
     coordinates in the features are multiplied by it (:func:`shape_features`; 0 = the map ignores
     the brows; BROW_WEIGHT says why 0.5). ``eye_keeps_mouth``: before the eye step is scaled, the
     share of the mouth's direction that cancels its pull on the *decoded* mouth is taken out of it
-    (:func:`decouple_eye_step`, measured by dlib on the actor's decoded faces; also applied by
-    :func:`fit_and_calibrate`, not :func:`fit_retarget`).
+    (:func:`decouple_eye_step`, measured by dlib on the actor's decoded faces; like the eye gain,
+    applied by :func:`fit_and_calibrate`, not :func:`fit_retarget`).
     """
 
     features: str = "local"
@@ -411,6 +411,18 @@ EYE_CALIBRATION_FACES = 48  # the actor's faces (evenly spread) the eye step is 
 EYE_CALIBRATION_STEPS = (-2.0, -1.0, 0.0, 1.0)  # step sizes, in the actor's eye-opening s.d.: mostly closing
 
 
+def _response(measured: np.ndarray, asked: np.ndarray) -> float:
+    """Least-squares slope of ``measured`` (len(asked), faces; NaN where it failed) about each face's
+    own mean on the ``asked`` change, over the faces measured at every step (NaN for fewer than two):
+    how far a decoded opening moves per unit of a step (:func:`calibrate_eye_step`, :func:`decouple_eye_step`)."""
+    ok = np.isfinite(measured).all(axis=0)
+    if ok.sum() < 2:
+        return float("nan")
+    moved = measured[:, ok] - measured[:, ok].mean(axis=0)
+    change = np.repeat((asked - asked.mean())[:, None], ok.sum(), axis=1)
+    return float((moved * change).sum() / (change * change).sum())
+
+
 def calibrate_eye_step(module: LandmarkRetarget, mu: np.ndarray, eye_sd: float, eye_opening_of, gain_max: float) -> dict:
     """Scale the read-out's eye step so the decoded face's eye moves by the asked amount.
 
@@ -433,27 +445,12 @@ def calibrate_eye_step(module: LandmarkRetarget, mu: np.ndarray, eye_sd: float, 
     mu = np.asarray(mu, np.float64)[evenly_spread(len(mu), EYE_CALIBRATION_FACES)]
     asked = np.asarray(EYE_CALIBRATION_STEPS) * eye_sd
     z = np.concatenate([mu + t * direction[None] for t in asked])
-    measured = np.asarray(eye_opening_of(z), np.float64).reshape(len(asked), len(mu))
-    ok = np.isfinite(measured).all(axis=0)
-    if ok.sum() < 2:
+    response = _response(np.asarray(eye_opening_of(z), np.float64).reshape(len(asked), len(mu)), asked)
+    if not np.isfinite(response):
         return {"eye_response": float("nan"), "eye_gain": 1.0}
-    moved = measured[:, ok] - measured[:, ok].mean(axis=0)
-    change = np.repeat((asked - asked.mean())[:, None], ok.sum(), axis=1)
-    response = float((moved * change).sum() / (change * change).sum())
     gain = float(np.clip(1.0 / response, 1.0, gain_max)) if response > 0 else 1.0
     module.readout_steps[0] *= gain
     return {"eye_response": response, "eye_gain": gain}
-
-
-def _response(measured: np.ndarray, asked: np.ndarray) -> tuple[float, int]:
-    """Least-squares slope of ``measured`` (len(asked), faces; NaN where it failed) about each face's
-    own mean on the ``asked`` change, over the faces measured at every step; and their count."""
-    ok = np.isfinite(measured).all(axis=0)
-    if ok.sum() < 2:
-        return float("nan"), int(ok.sum())
-    moved = measured[:, ok] - measured[:, ok].mean(axis=0)
-    change = np.repeat((asked - asked.mean())[:, None], ok.sum(), axis=1)
-    return float((moved * change).sum() / (change * change).sum()), int(ok.sum())
 
 
 MOUTH_RESPONSE_MIN = 0.2  # the mouth direction must move the decoded mouth at least this much per unit
@@ -488,8 +485,8 @@ def decouple_eye_step(module: LandmarkRetarget, mu: np.ndarray, sd: np.ndarray, 
     z = np.concatenate([mu + t * direction[None] for direction, asked in ((eye, asked_eye), (mouth_direction, asked_mouth))
                         for t in asked])
     measured = np.asarray(openings_of(z), np.float64)[:, 0].reshape(2, len(steps), len(mu))
-    eye_mouth, _ = _response(measured[0], asked_eye)
-    mouth, _ = _response(measured[1], asked_mouth)
+    eye_mouth = _response(measured[0], asked_eye)
+    mouth = _response(measured[1], asked_mouth)
     out.update(eye_mouth_response=eye_mouth, mouth_response=mouth)
     if not (np.isfinite(eye_mouth) and np.isfinite(mouth) and mouth >= MOUTH_RESPONSE_MIN):
         return out
