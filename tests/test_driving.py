@@ -26,6 +26,7 @@ from facevae.driving import (
     normalise_landmarks,
     retarget_shapes,
     retarget_track,
+    transfer_nearest,
     transferred_neutral,
     save_retarget,
     shape_features,
@@ -507,6 +508,37 @@ def test_retarget_track_drives_with_the_landmarks_it_is_given():
     assert np.isnan(z_given[30:]).all() and np.isfinite(z_given[:30]).all()
     expected = module.drive(given, neutral_shape(normalise_landmarks(given)))
     assert np.allclose(z_given[:30], expected, atol=1e-6) and not np.allclose(z_given[:30], z_track[:30])
+
+
+def test_own_clip_transfer_is_the_one_whose_codes_come_nearest_the_encoders():
+    """render.self_transfer encoder: an own clip spoken with the mouth more open than the training
+    clip (its median face has the mouth open) -- the true codes (what the actor's encoder gives)
+    pick transfer 0, the clip's own shapes; codes made at transfer 0.3 pick 0.3. retarget_track
+    drives with the pick and says so; the module's own transfer is left as it was."""
+    shapes, mu, mix = _synthetic_actor()
+    module, _ = fit_retarget(shapes, mu, RetargetSettings(map="linear", l2=1e-3, readout=False))
+    mouth = np.clip(np.sin(np.arange(80) / 5) * 0.2 + 0.35, 0, None)  # opens more than in training (mean 0.2)
+    clip = np.stack([face(mouth=m) for m in mouth])
+    neutral = neutral_shape(normalise_landmarks(clip))
+    true_codes = np.stack([mouth, np.zeros_like(mouth)], axis=1) @ mix
+    module.transfer = 0.75
+    chosen, distances = transfer_nearest(module, clip, neutral, true_codes)
+    assert chosen == 0.0 and len(distances) == 11 and np.argmin(distances) == 0 and module.transfer == 0.75
+    module.transfer = 0.3
+    at_03 = module.drive(clip, neutral)
+    module.transfer = 1.0
+    assert transfer_nearest(module, clip, neutral, at_03)[0] == 0.3 and module.transfer == 1.0
+
+    class Track:
+        kept = np.array([True] * 80 + [False])
+        n, time = 81, np.arange(81) / 25.0
+        landmarks = np.concatenate([clip, np.full((1, 68, 2), np.nan)]).astype(np.float32)
+
+    reference = np.concatenate([at_03, np.full((1, at_03.shape[1]), np.nan, np.float32)])
+    z, info = retarget_track(module, Track(), transfer=0.75, nearest_to=reference)
+    assert info["transfer"] == 0.3 and info["transfer_distances"]["0.3"] == min(info["transfer_distances"].values())
+    np.testing.assert_allclose(z[:80], at_03, atol=1e-5)
+    assert np.isnan(z[80]).all()
 
 
 def test_blend_latents_mixes_by_share_and_keeps_missing_rows_missing():

@@ -221,9 +221,11 @@ def test_retarget_drive_renders_the_maps_codes(kit, tmp_path, tmp_path_factory):
 def test_auto_drive_blends_encoder_and_map_for_the_actors_own_face(kit, tmp_path, tmp_path_factory):
     """render.drive auto (the default): the kit's driver is the actor's own clip, so its faces'
     mean descriptor sits within same_person_distance of the actor's and the panel is the decode of
-    the blend of the encoder's z and the retargeted z (render.self_blend; a stranger is retargeted:
-    tests/test_render_pipeline.py, tpsmm driving d6)."""
-    from facevae.driving import blend_latents, driver_landmarks, encode_track, load_retarget, resolve_drive, retarget_track
+    the blend of the encoder's z and the retargeted z (render.self_blend), the retargeting's neutral
+    transfer the one whose z comes nearest the encoder's (render.self_transfer encoder; a stranger is
+    retargeted: tests/test_render_pipeline.py, tpsmm driving d6)."""
+    from facevae.driving import (TRANSFER_GRID, blend_latents, driver_landmarks, encode_track, load_retarget, resolve_drive,
+                                 retarget_track)
 
     assert RenderConfig().drive == "auto" and RenderConfig().self_blend == 0.5
     assert resolve_drive("auto", 0.2, 0.35) == "blend" and resolve_drive("auto", 0.5, 0.35) == "retarget"
@@ -237,12 +239,14 @@ def test_auto_drive_blends_encoder_and_map_for_the_actors_own_face(kit, tmp_path
                                  retarget_path=kit["retarget"], faceapi_model=weights, score=False, progress=False)
     drive = summary["drive"]
     assert drive["method"] == "blend" and drive["identity_distance"] < 0.35 and drive["self_blend"] == 0.5, drive
+    assert drive["self_transfer"] == "encoder" and drive["retarget"]["transfer"] in TRANSFER_GRID, drive
     model = modelio.load_model(kit["model"])
     with DriverTrack(kit["track"]) as track:
         z_encoder = encode_track(modelio.Codec(model), track)
-        z_map, _ = retarget_track(load_retarget(kit["retarget"]), track,
-                                  landmarks=driver_landmarks(track, "faceapi", kit["clip"], weights))
+        z_map, used = retarget_track(load_retarget(kit["retarget"]), track, nearest_to=z_encoder,
+                                     landmarks=driver_landmarks(track, "faceapi", kit["clip"], weights))
         kept = np.flatnonzero(track.kept)
+    assert used["transfer"] == drive["retarget"]["transfer"]
     z = blend_latents(z_encoder, z_map, 0.5)
     faces = modelio.decode(model, z[kept[[0, 30, -1]]])
     frames = list(read_frames(outputs["video"]))
@@ -252,6 +256,8 @@ def test_auto_drive_blends_encoder_and_map_for_the_actors_own_face(kit, tmp_path
         assert mean < COMPRESSION_MEAN and p99 < COMPRESSION_P99, (int(i), mean, p99)
     with pytest.raises(FacevaeError, match=r"render.self_blend must be in \[0, 1\]"):
         RenderConfig(self_blend=1.5)
+    with pytest.raises(FacevaeError, match=r"render.self_transfer must be encoder or a number in \[0, 1\]"):
+        RenderConfig(self_transfer="video")
 
 
 def test_grid_and_paste_back(kit, tmp_path):

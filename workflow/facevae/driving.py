@@ -2,8 +2,9 @@
 
 Two methods, and the default choosing between them (``render.drive``):
 
-- ``auto`` (default) -- ``blend`` (encoder and retargeting, :func:`blend_latents`) when the driver is
-  the actor (their mean 128-d face descriptors within ``render.same_person_distance``:
+- ``auto`` (default) -- ``blend`` (encoder and retargeting, :func:`blend_latents`; the retargeting's
+  neutral transfer chosen by the encoder, :func:`transfer_nearest`) when the driver is the actor
+  (their mean 128-d face descriptors within ``render.same_person_distance``:
   :func:`same_person_distance`), ``retarget`` otherwise.
   Each is the better one in its case (README, "How driving works").
 - ``retarget`` -- expression retargeting through landmarks. Per actor a continuous map
@@ -44,6 +45,10 @@ from facevae.sampling import evenly_spread
 DRIVES = ("auto", "retarget", "encoder", "blend")
 # render.self_blend: the retargeted z's share in the own-clip blend (see :func:`blend_latents`).
 SELF_BLEND = 0.5
+# render.self_transfer: the neutral transfer of the own-clip blend's retargeted z -- ``encoder`` (the
+# one of TRANSFER_GRID whose z lies nearest the encoder's, :func:`transfer_nearest`) or a number.
+SELF_TRANSFER = "encoder"
+TRANSFER_GRID = tuple(round(0.1 * k, 1) for k in range(11))
 MAPS = ("kernel", "linear")
 FEATURES = ("local", "face")
 RETARGET_FORMAT = "facevae-retarget"
@@ -601,12 +606,48 @@ def encode_track(codec, track, chunk: int = 512) -> np.ndarray:
     return z
 
 
+def transfer_nearest(module: LandmarkRetarget, landmarks: np.ndarray, driver_neutral: np.ndarray, z_reference: np.ndarray,
+                     grid=TRANSFER_GRID) -> tuple[float, list]:
+    """The neutral transfer (of ``grid``) whose retargeted z of ``landmarks`` (N, 68, 2) comes nearest
+    ``z_reference`` (N, D; mean squared distance over the frames; the smallest transfer on a tie), and
+    each one's distance. Leaves ``module.transfer`` as it found it.
+
+    Why, for the actor's own clips (render.self_transfer encoder): the encoder knows the actor, so its
+    z says where this clip's faces lie in the actor's space, and with it how far the clip's median face
+    (the driver's neutral) sits from the training clips' for a reason the map should keep (a clip
+    spoken with the mouth more open) or take away (the head held lower). The bench's held-out own clips
+    (mesh mouth r of the blend, transfer 0.75 -> nearest the encoder's): d6 0.905 -> 0.904 (0.6), d10
+    0.848 -> 0.876 (0.2), d3 0.951 -> 0.927 (0.3), d13 0.956 -> 0.970 (0) against the encoder's
+    0.802 / 0.812 / 0.866 / 0.965; one fixed transfer for all four leaves one below the encoder
+    (d13 at 0.5 and up) or d3 far down (0.751 at 0) -- bench/results/self_transfer.md."""
+    kept_transfer = module.transfer
+    distances = []
+    try:
+        for transfer in grid:
+            module.transfer = float(transfer)
+            z = _drive_chunks(module, landmarks, driver_neutral)
+            distances.append(float(np.mean(np.sum((z - z_reference) ** 2, axis=1))))
+    finally:
+        module.transfer = kept_transfer
+    return float(grid[int(np.argmin(distances))]), distances
+
+
+def _drive_chunks(module: LandmarkRetarget, landmarks: np.ndarray, driver_neutral: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """:meth:`LandmarkRetarget.drive` ``chunk`` frames at a time (the kernel map holds frames x centres)."""
+    if len(landmarks) == 0:
+        return np.zeros((0, module.latent_dim), np.float32)
+    return np.concatenate([module.drive(landmarks[i : i + chunk], driver_neutral) for i in range(0, len(landmarks), chunk)])
+
+
 def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float = 1.0, chunk: int = 4096,
-                   transfer: float = NEUTRAL_TRANSFER, landmarks=None) -> tuple[np.ndarray, dict]:
+                   transfer: float = NEUTRAL_TRANSFER, landmarks=None, nearest_to: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, dict]:
     """The actor's z for every kept frame of ``track`` (NaN rows elsewhere) through the map, with the
     driver's neutral taken from ``neutral`` (see :func:`neutral_window`) and ``transfer`` of its gap
     to the actor's taken away (NEUTRAL_TRANSFER). ``landmarks``: the kept frames' points (crop px)
-    to drive with instead of the track's (see :func:`driver_landmarks`). Returns z and what was used."""
+    to drive with instead of the track's (see :func:`driver_landmarks`). ``nearest_to``: z for every
+    frame (the encoder's); given, the transfer is the one of TRANSFER_GRID whose z comes nearest it on
+    the kept frames (:func:`transfer_nearest`) and ``transfer`` is not used. Returns z and what was used."""
     kept = track.kept
     z = np.full((track.n, module.latent_dim), np.nan, np.float32)
     info = {"neutral": neutral, "gain": gain, "transfer": transfer, "neutral_frames": 0}
@@ -620,10 +661,13 @@ def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float
     except FacevaeError as err:
         raise FacevaeError(f"render.retarget.neutral: {err} in {track.path}") from None
     info["neutral_frames"] = int(neutral_frames(norm, track.time[kept], window).sum())
-    module.gain, module.transfer = float(gain), float(transfer)
-    rows = np.flatnonzero(kept)
-    for i in range(0, len(rows), chunk):
-        z[rows[i : i + chunk]] = module.drive(landmarks[i : i + chunk], driver_neutral)
+    module.gain = float(gain)
+    if nearest_to is not None:
+        transfer, distances = transfer_nearest(module, landmarks, driver_neutral, np.asarray(nearest_to)[kept])
+        info.update(transfer=transfer, transfer_chosen_by="nearest the encoder's z",
+                    transfer_distances=dict(zip(map(str, TRANSFER_GRID), np.round(distances, 3).tolist())))
+    module.transfer = float(transfer)
+    z[kept] = _drive_chunks(module, landmarks, driver_neutral, chunk)
     return z, info
 
 
@@ -654,14 +698,15 @@ def driver_landmarks(track, mouth_points: str, video_path=None, faceapi_model=No
 
 def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict | None = None, actor_descriptor=None,
                 same_person: float = 0.35, upscale: int = 4, video_path=None, faceapi_model=None,
-                self_blend: float = SELF_BLEND) -> tuple[np.ndarray, dict]:
+                self_blend: float = SELF_BLEND, self_transfer=SELF_TRANSFER) -> tuple[np.ndarray, dict]:
     """The actor's z for every kept frame of ``track`` (NaN rows elsewhere) by ``render.drive``.
 
     ``retarget_path``: the actor's map (needed when the method is retarget); ``retarget_cfg``: the
     ``render.retarget`` section; ``actor_descriptor``: the actor's mean descriptor (auto compares
     the driver's with it); ``video_path`` and ``faceapi_model``: the driver's video and face-api's
     weights folder (retarget with ``mouth_points`` faceapi, see :func:`driver_landmarks`);
-    ``self_blend``: the retargeted z's share when the method is blend (:func:`blend_latents`).
+    ``self_blend``: the retargeted z's share when the method is blend (:func:`blend_latents`);
+    ``self_transfer``: its neutral transfer then (a number, or ``encoder``: :func:`transfer_nearest`).
     Returns z and what was done: ``method`` (encoder, retarget or blend), for auto
     ``identity_distance``, for retarget and blend the map's neutral / gain / mouth points / settings."""
     retarget_cfg = retarget_cfg or {}
@@ -683,13 +728,17 @@ def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict
         settings = RetargetSettings.from_config(retarget_cfg)  # checks the keys before any work
         mouth_points = retarget_cfg.get("mouth_points", "faceapi")
         landmarks = driver_landmarks(track, mouth_points, video_path, faceapi_model)
+        z_encoder = encode_track(codec, track) if method == "blend" else None
+        transfer = retarget_cfg.get("transfer", NEUTRAL_TRANSFER)
+        if method == "blend" and self_transfer != "encoder":
+            transfer = float(self_transfer)
         z, used = retarget_track(load_retarget(retarget_path), track, retarget_cfg.get("neutral", "video"),
-                                 retarget_cfg.get("gain", 1.0), transfer=retarget_cfg.get("transfer", NEUTRAL_TRANSFER),
-                                 landmarks=landmarks)
+                                 retarget_cfg.get("gain", 1.0), transfer=transfer, landmarks=landmarks,
+                                 nearest_to=z_encoder if method == "blend" and self_transfer == "encoder" else None)
         info["retarget"] = {**used, "mouth_points": mouth_points, "map": dataclasses.asdict(settings)}
         if method == "blend":
-            z = blend_latents(encode_track(codec, track), z, self_blend)
-            info["self_blend"] = float(self_blend)
+            z = blend_latents(z_encoder, z, self_blend)
+            info["self_blend"], info["self_transfer"] = float(self_blend), self_transfer
     else:
         z = encode_track(codec, track)
     return z, info

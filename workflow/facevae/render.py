@@ -34,7 +34,7 @@ import numpy as np
 from facevae import FacevaeError, __version__, modelio
 from facevae import video as vid
 from facevae.compose import INTERPOLATIONS, Layout, Paster, letterbox, match_color, parse_color, resize_face, write_sheet
-from facevae.driving import DRIVES, SELF_BLEND, drive_track
+from facevae.driving import DRIVES, SELF_BLEND, SELF_TRANSFER, drive_track
 from facevae.faces.io import DriverTrack, read_faces
 from facevae.instruments import mean_descriptor
 from facevae.modelio import Codec, pick_device
@@ -71,6 +71,7 @@ class RenderConfig:
     drive: str = "auto"
     same_person_distance: float = 0.35
     self_blend: float = SELF_BLEND
+    self_transfer: object = SELF_TRANSFER  # "encoder" or a number in [0, 1]
     retarget: dict = dataclasses.field(default_factory=dict)
     score_upscale: int = 4
     score_permutations: int = 1000
@@ -95,6 +96,9 @@ class RenderConfig:
             raise FacevaeError(f"render.drive must be one of {', '.join(DRIVES)}, not {self.drive!r}")
         if not 0 <= float(self.self_blend) <= 1:
             raise FacevaeError(f"render.self_blend must be in [0, 1] (0 = the encoder alone), not {self.self_blend!r}")
+        if self.self_transfer != "encoder" and (isinstance(self.self_transfer, bool) or not isinstance(
+                self.self_transfer, (int, float)) or not 0 <= self.self_transfer <= 1):
+            raise FacevaeError(f"render.self_transfer must be encoder or a number in [0, 1], not {self.self_transfer!r}")
 
     @classmethod
     def from_config(cls, section: dict | None) -> "RenderConfig":
@@ -247,7 +251,7 @@ def render_reenactment(
         t0 = time.perf_counter()
         z, drive_info = drive_track(cfg.drive, codec, track, retarget_path, cfg.retarget, actor_descriptor,
                                     cfg.same_person_distance, cfg.score_upscale, video_path, faceapi_model,
-                                    cfg.self_blend)
+                                    cfg.self_blend, cfg.self_transfer)
         z = smooth_latents(z, kept, cfg.smooth)
         if cfg.edit:
             z = (z + edit_vector(attributes_path, cfg.edit, model.config.latent_dim)).astype(np.float32)
