@@ -113,7 +113,9 @@ def _score(wd, pair: str) -> pd.DataFrame:
 # 0.772 (bench/sweep_brow_weight.py on this test session's pipeline folder, retrained per seed; at brow weight 1
 # 0.671 / 0.743 / 0.776, 0.671 being this test's own run then); through the encoder alone it was 0.416 at seed 0.
 # With the eye step decoupled from the decoded mouth (eye_keeps_mouth, the default since 2026-12-06): 0.700 /
-# 0.766 / 0.775 (bench/sweep_eye_step.py). Bars 0.1 below the lowest (kept at the earlier 0.59).
+# 0.766 / 0.775 (bench/sweep_eye_step.py). With the blend's neutral transfer picked by the encoder
+# (render.self_transfer encoder, the default since 2026-12-06; it picks 0.9 / 1 / 0.9): 0.703 / 0.755 / 0.779
+# (bench/sweep_self_transfer.py). Bars 0.1 below the lowest (kept at the earlier 0.59).
 SELF_MESH_BAR = 0.59
 SELF_DLIB_BAR = 0.69
 
