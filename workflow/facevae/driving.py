@@ -666,6 +666,8 @@ def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float
         transfer, distances = transfer_nearest(module, landmarks, driver_neutral, np.asarray(nearest_to)[kept])
         info.update(transfer=transfer, transfer_chosen_by="nearest the encoder's z",
                     transfer_distances=dict(zip(map(str, TRANSFER_GRID), np.round(distances, 3).tolist())))
+        log.info("neutral transfer %.1f: its z lies nearest the reference z (mean squared distance %.3f; %.3f at 0, %.3f at 1)",
+                 transfer, min(distances), distances[0], distances[-1])
     module.transfer = float(transfer)
     z[kept] = _drive_chunks(module, landmarks, driver_neutral, chunk)
     return z, info
