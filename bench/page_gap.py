@@ -28,9 +28,9 @@ from facevae.driving import NEUTRAL_TRANSFER, load_retarget, neutral_shape, norm
 from facevae.expression import pearson  # noqa: E402
 from facevae.faces.faceapi_landmarks import load_faceapi_landmark_net, track_landmarks, with_faceapi_mouth  # noqa: E402
 from facevae.faces.io import DriverTrack  # noqa: E402
-from facevae.instruments import MeshInstrument, sharpen  # noqa: E402
 from facevae.modelio import Codec, load_model  # noqa: E402
 from facevae.render import RenderConfig  # noqa: E402
+from sweep_retarget import mesh_measure  # noqa: E402
 
 BROWS, EYES, MOUTH = slice(17, 27), slice(36, 48), slice(48, 68)
 
@@ -40,8 +40,7 @@ def main() -> None:
     work = Path(os.environ["PAGE_GAP_WORKDIR"])
     actor, driver, video = (os.environ.get(f"PAGE_GAP_{k}", d) for k, d in (("ACTOR", "d6"), ("DRIVER", "tpsmm"), ("VIDEO", "driving")))
     render = RenderConfig()
-    mesh = MeshInstrument(render.score_upscale)
-    measure = lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))  # noqa: E731
+    measure = mesh_measure(render)
     codec = Codec(load_model(work / f"results/models/{actor}/model.pt"))
     module = load_retarget(work / f"results/models/{actor}/retarget.pt")
     module.transfer = NEUTRAL_TRANSFER

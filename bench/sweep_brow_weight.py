@@ -42,10 +42,10 @@ from facevae.driving import (NEUTRAL_TRANSFER, RetargetSettings, blend_latents, 
 from facevae.expression import pearson  # noqa: E402
 from facevae.faces.faceapi_landmarks import load_faceapi_landmark_net, track_landmarks, with_faceapi_mouth  # noqa: E402
 from facevae.faces.io import DriverTrack, align_config_of  # noqa: E402
-from facevae.instruments import MeshInstrument, dlib_ratios, sharpen  # noqa: E402
+from facevae.instruments import dlib_ratios  # noqa: E402
 from facevae.render import RenderConfig  # noqa: E402
 from facevae.scoring import retrieval_index  # noqa: E402
-from sweep_retarget import bench_actor, bench_drivers  # noqa: E402
+from sweep_retarget import bench_actor, bench_drivers, mesh_measure  # noqa: E402
 
 WEIGHTS = [float(w) for w in os.environ.get("SWEEP_BROW_WEIGHTS", "1,0.5,0.25,0").split(",")]
 
@@ -121,8 +121,7 @@ def main() -> None:
     torch.set_num_threads(2)
     render = RenderConfig()
     transfer = render.retarget.get("transfer", NEUTRAL_TRANSFER)
-    mesh = MeshInstrument(render.score_upscale)
-    measure = lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))  # noqa: E731
+    measure = mesh_measure(render)
     t0 = time.perf_counter()
     table = sweep(brow_variants(), measure, transfer, render.self_blend, t0)
     dest = REPO / "bench/results" / os.environ.get("SWEEP_OUT", "brow_weight")

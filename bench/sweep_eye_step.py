@@ -32,8 +32,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from facevae.driving import NEUTRAL_TRANSFER, RetargetSettings  # noqa: E402
-from facevae.instruments import MeshInstrument, sharpen  # noqa: E402
 from facevae.render import RenderConfig  # noqa: E402
+from sweep_retarget import mesh_measure  # noqa: E402
 from sweep_brow_weight import sweep  # noqa: E402
 
 VARIANTS = {
@@ -86,8 +86,7 @@ def markdown(table: pd.DataFrame, seconds: float) -> str:
 def main() -> None:
     torch.set_num_threads(2)
     render = RenderConfig()
-    mesh = MeshInstrument(render.score_upscale)
-    measure = lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))  # noqa: E731
+    measure = mesh_measure(render)
     t0 = time.perf_counter()
     table = sweep(VARIANTS, measure, render.retarget.get("transfer", NEUTRAL_TRANSFER), render.self_blend, t0)
     dest = REPO / "bench/results/eye_step"

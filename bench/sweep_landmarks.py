@@ -38,9 +38,8 @@ from facevae.driving import NEUTRAL_TRANSFER, RetargetSettings, fit_and_calibrat
 from facevae.expression import pearson  # noqa: E402
 from facevae.faces.faceapi_landmarks import load_faceapi_landmark_net, track_landmarks, with_faceapi_mouth  # noqa: E402
 from facevae.faces.io import DriverTrack  # noqa: E402
-from facevae.instruments import MeshInstrument, sharpen  # noqa: E402
 from facevae.render import RenderConfig  # noqa: E402
-from sweep_retarget import bench_actor, bench_drivers  # noqa: E402
+from sweep_retarget import bench_actor, bench_drivers, mesh_measure  # noqa: E402
 from facevae.scoring import jitter, retrieval_index  # noqa: E402
 
 def main() -> None:
@@ -49,8 +48,7 @@ def main() -> None:
     net = load_faceapi_landmark_net(os.environ.get("FACEAPI_MODEL_DIR",
                                                    "/tmp/facevae-faceapi-js/node_modules/@vladmandic/face-api/model"))
     render = RenderConfig()
-    mesh = MeshInstrument(render.score_upscale)
-    measure = lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))  # noqa: E731
+    measure = mesh_measure(render)
     t0 = time.perf_counter()
     drivers = bench_drivers(work, measure)
     for b, drv in drivers.items():

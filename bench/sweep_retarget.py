@@ -135,6 +135,13 @@ def bench_drivers(work: Path, measure) -> dict:
     return drivers
 
 
+def mesh_measure(render: RenderConfig):
+    """The score files' face-mesh measure (render.score.upscale, mesh_sharpen): faces (N, 64, 64, 3) ->
+    (N, 2) mouth and eye opening ratios, NaN where the mesh finds no face."""
+    mesh = MeshInstrument(render.score_upscale)
+    return lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))
+
+
 def bench_actor(work: Path, actor: str) -> tuple[dict, Codec, np.ndarray, object]:
     """One trained actor of a workflow run folder: its faces file, codec, the faces' latent means and
     the decoded faces' mouth and eye measure the eye step is decoupled and calibrated with (as rule fit_retarget loads them)."""
@@ -147,8 +154,7 @@ def bench_actor(work: Path, actor: str) -> tuple[dict, Codec, np.ndarray, object
 def main() -> None:
     work = Path(os.environ["BENCH_TRANSFER_WORKDIR"]) / "auto"
     render = RenderConfig()
-    mesh = MeshInstrument(render.score_upscale)
-    measure = lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))  # noqa: E731
+    measure = mesh_measure(render)
     drivers = bench_drivers(work, measure)
     out = []
     t0 = time.perf_counter()

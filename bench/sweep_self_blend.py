@@ -27,9 +27,9 @@ from bench_transfer import ACTORS  # noqa: E402
 from facevae.driving import blend_latents, drive_track, encode_track  # noqa: E402
 from facevae.expression import pearson  # noqa: E402
 from facevae.faces.io import DriverTrack  # noqa: E402
-from facevae.instruments import MeshInstrument, sharpen  # noqa: E402
 from facevae.modelio import Codec, load_model  # noqa: E402
 from facevae.render import RenderConfig  # noqa: E402
+from sweep_retarget import mesh_measure  # noqa: E402
 
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -38,8 +38,7 @@ def main() -> None:
     torch.set_num_threads(2)
     work = Path(os.environ["BENCH_TRANSFER_WORKDIR"]) / "auto"
     render = RenderConfig()
-    mesh = MeshInstrument(render.score_upscale)
-    measure = lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))  # noqa: E731
+    measure = mesh_measure(render)
     t0 = time.perf_counter()
     lines = ["# Own-clip blend of encoder and retargeting (bench/sweep_self_blend.py)", "",
              "The transfer bench's four actors, each driven by the held-out rest of its own clip; z = (1 - share) x the "

@@ -37,9 +37,8 @@ from facevae.driving import (RetargetSettings, blend_latents, driver_landmarks, 
                              load_retarget, retarget_track)
 from facevae.expression import pearson  # noqa: E402
 from facevae.faces.io import DriverTrack  # noqa: E402
-from facevae.instruments import MeshInstrument, sharpen  # noqa: E402
 from facevae.render import RenderConfig  # noqa: E402
-from sweep_retarget import bench_actor  # noqa: E402
+from sweep_retarget import bench_actor, mesh_measure  # noqa: E402
 
 FIXED = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -69,8 +68,7 @@ def own_clip(work: Path, actor: str, module, codec, measure, self_blend: float) 
 def main() -> None:
     torch.set_num_threads(2)
     render = RenderConfig()
-    mesh = MeshInstrument(render.score_upscale)
-    measure = lambda faces: mesh.ratios(sharpen(faces, render.score_mesh_sharpen))  # noqa: E731
+    measure = mesh_measure(render)
     t0 = time.perf_counter()
     rows = []
     work = Path(os.environ["BENCH_TRANSFER_WORKDIR"]) / "auto"
