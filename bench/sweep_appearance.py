@@ -13,7 +13,13 @@ lp_d10, lp_d3, lp_d13 and their cross drivers' tracks), scored by the face mesh 
 score them (mouth and eye r of the driver's crops and the decoded faces over the kept frames); the
 default drive (retargeting, the workflow's numbers in bench/results/transfer.md) beside them.
 
-Writes bench/results/appearance.md. Run: BENCH_TRANSFER_WORKDIR=<dir> .venv/bin/python bench/sweep_appearance.py
+And the other half of that lever, the encoder trained to look past appearance (train.appearance_jitter:
+the encoder reads jittered faces, the loss compares the decode with the untouched face):
+APPEARANCE_JITTER_MODELS names a folder of ``{actor}/model.pt`` trained on the bench's faces with it
+(every other training setting the bench's); those actors' pairs get a row through it, beside the
+plain encoder on the same pairs.
+
+Writes bench/results/appearance.md. Run: BENCH_TRANSFER_WORKDIR=<dir> [APPEARANCE_JITTER_MODELS=<dir>] .venv/bin/python bench/sweep_appearance.py
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from facevae.faces.io import DriverTrack, read_faces  # noqa: E402
 from facevae.modelio import Codec, load_model  # noqa: E402
 from facevae.render import RenderConfig  # noqa: E402
 from sweep_retarget import mesh_measure  # noqa: E402
+
+
+JITTER = "encoder trained with appearance jitter"
 
 
 def to_lab(faces: np.ndarray) -> np.ndarray:
@@ -99,8 +108,12 @@ def main() -> None:
             crops = track.read_crops(0, track.n)[np.flatnonzero(track.kept)]
         drivers[d] = {"crops": crops, "mesh": measure(crops)}
     rows = []
+    jittered = Path(os.environ["APPEARANCE_JITTER_MODELS"]) if os.environ.get("APPEARANCE_JITTER_MODELS") else None
     for a in ACTORS:
         codec = Codec(load_model(work / f"results/models/{a}/model.pt"))
+        robust = None
+        if jittered is not None and (jittered / a / "model.pt").is_file():
+            robust = Codec(load_model(jittered / a / "model.pt"))
         actor = read_faces(work / f"results/faces/{a}.h5")["data"]
         actor_lab = to_lab(actor)
         for d in [f"{b}full" for b in ACTORS if b != a] + ["tpsmm"]:
@@ -109,13 +122,18 @@ def main() -> None:
                 got = measure(codec.decode(codec.encode(faces)))
                 rows.append({"actor": a, "driver": d.removesuffix("full"), "variant": name,
                              "mouth": pearson(mesh[:, 0], got[:, 0]), "eye": pearson(mesh[:, 1], got[:, 1])})
-            print(a, d, {r["variant"]: round(r["mouth"], 3) for r in rows[-7:]}, flush=True)
+            if robust is not None:
+                got = measure(robust.decode(robust.encode(drivers[d]["crops"])))
+                rows.append({"actor": a, "driver": d.removesuffix("full"), "variant": JITTER,
+                             "mouth": pearson(mesh[:, 0], got[:, 0]), "eye": pearson(mesh[:, 1], got[:, 1])})
+            print(a, d, {r["variant"]: round(r["mouth"], 3) for r in rows if r["actor"] == a and r["driver"] == d.removesuffix("full")},
+                  flush=True)
     table = pd.DataFrame(rows)
     transfer = pd.read_csv(REPO / "bench/results/transfer.tsv", sep="\t")
     default = transfer[(transfer.drive == "auto") & (transfer.kind == "cross")]
     seconds = time.perf_counter() - t0
-    order = list(dict.fromkeys(table.variant))
-    lines = ["# Identity-robust encoding: driver-side appearance normalisation (bench/sweep_appearance.py)", "",
+    order = [v for v in dict.fromkeys(table.variant) if v != JITTER]
+    lines = ["# Identity-robust encoding: driver-side appearance normalisation, and an encoder trained with appearance jitter (bench/sweep_appearance.py)", "",
              f"{seconds / 60:.1f} min on {os.cpu_count()} CPU cores. The transfer bench's 16 cross pairs; each driver crop's "
              "colour statistics moved to the actor's training faces', then the actor's plain encoder and decoder. Face-mesh "
              "mouth / eye r of the driver's crops and the decoded faces over the kept frames (as the score files). The default "
@@ -126,6 +144,20 @@ def main() -> None:
         lines.append(f"| {name} | {t.mouth.median():.3f} | {t.eye.median():.3f} | {t.mouth.min():.3f} | {int((t.mouth >= 0.6).sum())} of {len(t)} |")
     lines.append(f"| default: landmark retargeting (transfer.tsv) | {default.mesh_mouth.median():.3f} | {default.mesh_eye.median():.3f} | "
                  f"{default.mesh_mouth.min():.3f} | {int((default.mesh_mouth >= 0.6).sum())} of {len(default)} |")
+    robust = table[table.variant == JITTER]
+    if len(robust):
+        pairs = table.set_index(["actor", "driver"]).index.isin(robust.set_index(["actor", "driver"]).index)
+        same = table[pairs]
+        ref = default.set_index(["actor", "driver"]).loc[robust.set_index(["actor", "driver"]).index]
+        lines += ["", f"The encoder trained with train.appearance_jitter ({', '.join(sorted(set(robust.actor)))}: "
+                  f"{len(robust)} pairs), on the same pairs:", "",
+                  "| variant | mouth r (median) | eye r (median) | mouth r min | per pair |", "|---|---|---|---|---|"]
+        for name in ("plain encoder", JITTER):
+            t = same[same.variant == name]
+            lines.append(f"| {name} | {t.mouth.median():.3f} | {t.eye.median():.3f} | {t.mouth.min():.3f} | "
+                         + ", ".join(f"{r.actor} <- {r.driver} {r.mouth:.2f}" for r in t.itertuples()) + " |")
+        lines.append(f"| default: landmark retargeting | {ref.mesh_mouth.median():.3f} | {ref.mesh_eye.median():.3f} | "
+                     f"{ref.mesh_mouth.min():.3f} | " + ", ".join(f"{a} <- {d} {v:.2f}" for (a, d), v in ref.mesh_mouth.items()) + " |")
     lines += ["", "Per pair, mesh mouth r:", "", "| actor | driver | " + " | ".join(order) + " | retargeting |",
               "|---|---|" + "---|" * (len(order) + 1)]
     for (a, d), g in table.groupby(["actor", "driver"], sort=False):

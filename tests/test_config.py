@@ -65,6 +65,7 @@ def test_valid_config_entry_in_seconds():
         (lambda c: c.update(render={"retarget": {"mouth_points": "mesh"}}), "render.retarget.mouth_points",
          "must be faceapi or dlib"),
         (lambda c: c.update(render={"self_blend": 1.5}), "render.self_blend", "must be a number in [0, 1]"),
+        (lambda c: c.update(train={"appearance_jitter": "yes"}), "train.appearance_jitter", "must be true or false"),
         (lambda c: c.update(render={"self_transfer": "video"}), "render.self_transfer", "must be encoder or a number in [0, 1]"),
         (lambda c: c.update(render={"self_transfer": -0.5}), "render.self_transfer", "must be encoder or a number in [0, 1]"),
         (lambda c: c.update(render={"retarget": {"brow_weight": 2}}), "render.retarget.brow_weight", "must be a number in [0, 1]"),

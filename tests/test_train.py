@@ -25,7 +25,8 @@ from facevae import FacevaeError
 from facevae.config import ConfigError, validate
 from facevae.faces.io import read_track, write_faces
 from facevae.modelio import atomic_torch_save, load_model
-from facevae.train import CHECKPOINT_FORMAT, METRIC_COLUMNS, TrainSettings, holdout_split, load_faces, train_vae
+from facevae.train import (CHECKPOINT_FORMAT, METRIC_COLUMNS, TrainSettings, holdout_split, jitter_appearance, load_faces,
+                           train_vae)
 
 OUTPUT_NAMES = {
     "model": "model.pt",
@@ -277,6 +278,31 @@ def test_mid_epoch_checkpoints_and_load_leave_the_weights_bit_identical(small_fa
 
     plain, again, saved = weights("plain"), weights("again"), weights("saved", checkpoint_minutes=1e-9)
     assert all(torch.equal(plain[k], again[k]) and torch.equal(plain[k], saved[k]) for k in plain)
+
+
+def test_appearance_jitter_changes_the_look_and_keeps_the_shape():
+    """train.appearance_jitter: a face (a dark disc, the "mouth", on a lighter skin) comes out in other
+    light and colour -- some grey -- with the disc still darker than the rest; the same seed, the same faces."""
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disc = ((yy - 40) ** 2 + (xx - 30) ** 2) < 100
+    d = disc.float()
+    x = torch.stack([0.8 - 0.5 * d, 0.6 - 0.4 * d, 0.5 - 0.3 * d])[None].repeat(64, 1, 1, 1)
+    y = jitter_appearance(x, torch.Generator().manual_seed(0))
+    assert torch.equal(y, jitter_appearance(x, torch.Generator().manual_seed(0)))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert y.mean(dim=(2, 3)).std(dim=0).min() > 0.02  # the look differs face to face
+    lum = y.mean(dim=1)
+    assert (lum[:, disc].mean(dim=1) < lum[:, ~disc].mean(dim=1) - 0.05).all()  # the shape stays
+    red_minus_blue = (y[:, 0] - y[:, 2]).mean(dim=(1, 2)).abs()
+    assert 0 < int((red_minus_blue < 0.02).sum()) < 32  # grey now and then (p = 0.2)
+
+
+@pytest.mark.media
+def test_appearance_jitter_trains(tiny_faces, tmp_path):
+    settings = TrainSettings.from_config({"model": "conv", "width": 8, "epochs": 1, "min_steps": 0, "batch_size": 16,
+                                          "appearance_jitter": True, "holdout": {"gap_seconds": 0.2}})
+    info = train_vae(tiny_faces, outputs_in(tmp_path), settings, tmp_path / "ckpt.pt", progress=False)
+    assert np.isfinite(info["heldout_mse"]) and info["settings"]["appearance_jitter"] is True
 
 
 @pytest.mark.media

@@ -77,6 +77,7 @@ class TrainSettings:
     kl_warmup_epochs: float = 2.0
     recon_loss: str | None = None
     flip: bool = True
+    appearance_jitter: bool = False
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -382,6 +383,34 @@ def _batch(data_u8: torch.Tensor, idx: torch.Tensor, gen: torch.Generator, flip:
 
 
 @torch.no_grad()
+def jitter_appearance(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``x`` (N, 3, H, W in [0, 1]) with each face's look changed and its shape kept (train.appearance_jitter):
+    brightness and contrast x0.7-1.3, each channel's gain x0.85-1.15, gamma 0.75-1.33, grey with
+    probability 0.2, a 3x3 Gaussian blur with probability 0.3, pixel noise of s.d. up to 0.03. The
+    encoder reads the jittered face and the loss compares the decode with the untouched one, so the
+    encoder learns to look past light, colour and sharpness (issue 12's identity-robust encoder)."""
+    n, device = x.shape[0], x.device
+
+    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+        return low + (high - low) * torch.rand((n, *shape, 1, 1), generator=gen, device=device)
+
+    def chance(p: float) -> torch.Tensor:
+        return (torch.rand((n, 1, 1, 1), generator=gen, device=device) < p).to(x.dtype)
+
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    y = ((x - mean) * uniform(0.7, 1.3, 1) + mean) * uniform(0.7, 1.3, 1) * uniform(0.85, 1.15, 3)
+    y = y.clamp(0, 1) ** torch.exp(torch.log(torch.tensor(1.33, device=device)) * (2 * uniform(0, 1, 1) - 1))
+    grey = (0.299 * y[:, :1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:]).expand_as(y)
+    y = y + chance(0.2) * (grey - y)
+    kernel = torch.tensor([1.0, 2.0, 1.0], device=device)
+    kernel = (kernel[:, None] * kernel[None] / 16).expand(3, 1, 3, 3).to(y.dtype)
+    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    y = y + chance(0.3) * (blurred - y)
+    noise = torch.randn(y.shape, generator=gen, device=device, dtype=y.dtype)
+    return (y + noise * uniform(0.0, 0.03, 1)).clamp_(0, 1)
+
+
+@torch.no_grad()
 def reconstruct_mse(model, data_u8: torch.Tensor, batch: int = 256) -> tuple[float, torch.Tensor]:
     """(mean squared error per pixel in [0, 1] units, reconstructions float NCHW) through mu, eval mode."""
     was_training = model.training
@@ -476,9 +505,11 @@ def train_vae(
         log.info("resuming from %s at epoch %d, batch %d/%d", checkpoint, state["epoch"] + 1, state["batch"], n_batches)
 
     def train_step(x: torch.Tensor, weight: float) -> torch.Tensor:
-        """One optimiser step on batch ``x``; returns (loss, recon, kl) as float64 for the epoch's sums."""
+        """One optimiser step on batch ``x`` (the encoder reads it appearance-jittered with
+        train.appearance_jitter); returns (loss, recon, kl) as float64 for the epoch's sums."""
+        seen = jitter_appearance(x, gen) if settings.appearance_jitter else x
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits, mu, logvar = step_model(x, gen)
+            logits, mu, logvar = step_model(seen, gen)
             rec = loss_fn(logits, x)  # float32 (pixel losses upcast; a DFC net runs in bf16)
         kl = kl_divergence(mu, logvar)
         loss = rec + weight * kl
