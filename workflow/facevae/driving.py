@@ -618,8 +618,8 @@ def transfer_nearest(module: LandmarkRetarget, landmarks: np.ndarray, driver_neu
     spoken with the mouth more open) or take away (the head held lower). The bench's held-out own clips
     (mesh mouth r of the blend, transfer 0.75 -> nearest the encoder's): d6 0.905 -> 0.904 (0.6), d10
     0.848 -> 0.876 (0.2), d3 0.951 -> 0.927 (0.3), d13 0.956 -> 0.970 (0) against the encoder's
-    0.802 / 0.812 / 0.866 / 0.965; one fixed transfer for all four leaves one below the encoder
-    (d13 at 0.5 and up) or d3 far down (0.751 at 0) -- bench/results/self_transfer.md."""
+    0.802 / 0.812 / 0.866 / 0.965. Fixed: 0.5 and up leave d13 below its encoder, 0 breaks d3 (0.751),
+    0.25 clears all four (d13 by 0.001) -- bench/results/self_transfer.md."""
     kept_transfer = module.transfer
     distances = []
     try:
