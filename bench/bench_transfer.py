@@ -181,7 +181,8 @@ def markdown(table: pd.DataFrame, seconds: float, reused: bool = False) -> str:
         "track's landmarks vs dlib re-measured on the render. base = retrieval baseline (the actor's nearest training "
         "face by eye and mouth landmarks). jitter = frame-to-frame change of the rendered mesh mouth series over the "
         "driver's. scored = the smaller of the two mesh measures' scored share of kept frames. method = what "
-        "render.drive auto chose for the pair (blend -- the encoder's and the retargeted z, render.self_blend, the latter's neutral transfer picked by the encoder, render.self_transfer -- when "
+        "render.drive auto chose for the pair (blend -- the encoder's and the retargeted z, render.self_blend, the latter's "
+        "neutral transfer picked by the encoder, render.self_transfer -- when "
         "the driver's mean face descriptor is within 0.35 of the actor's, else retarget).",
         "",
         "## Targets (default drive: auto)",

@@ -522,7 +522,7 @@ def test_own_clip_transfer_is_the_one_whose_codes_come_nearest_the_encoders():
     neutral = neutral_shape(normalise_landmarks(clip))
     true_codes = np.stack([mouth, np.zeros_like(mouth)], axis=1) @ mix
     module.transfer = 0.75
-    chosen, distances = transfer_nearest(module, clip, neutral, true_codes)
+    chosen, distances, _ = transfer_nearest(module, clip, neutral, true_codes)
     assert chosen == 0.0 and len(distances) == 11 and np.argmin(distances) == 0 and module.transfer == 0.75
     module.transfer = 0.3
     at_03 = module.drive(clip, neutral)

@@ -607,10 +607,10 @@ def encode_track(codec, track, chunk: int = 512) -> np.ndarray:
 
 
 def transfer_nearest(module: LandmarkRetarget, landmarks: np.ndarray, driver_neutral: np.ndarray, z_reference: np.ndarray,
-                     grid=TRANSFER_GRID) -> tuple[float, list]:
+                     grid=TRANSFER_GRID) -> tuple[float, list, np.ndarray]:
     """The neutral transfer (of ``grid``) whose retargeted z of ``landmarks`` (N, 68, 2) comes nearest
-    ``z_reference`` (N, D; mean squared distance over the frames; the smallest transfer on a tie), and
-    each one's distance. Leaves ``module.transfer`` as it found it.
+    ``z_reference`` (N, D; mean squared distance over the frames; the smallest transfer on a tie), each
+    one's distance, and the z at the pick. Leaves ``module.transfer`` as it found it.
 
     Why, for the actor's own clips (render.self_transfer encoder): the encoder knows the actor, so its
     z says where this clip's faces lie in the actor's space, and with it how far the clip's median face
@@ -621,15 +621,17 @@ def transfer_nearest(module: LandmarkRetarget, landmarks: np.ndarray, driver_neu
     0.802 / 0.812 / 0.866 / 0.965. Fixed: 0.5 and up leave d13 below its encoder, 0 breaks d3 (0.751),
     0.25 clears all four (d13 by 0.001) -- bench/results/self_transfer.md."""
     kept_transfer = module.transfer
-    distances = []
+    distances, best = [], None
     try:
         for transfer in grid:
             module.transfer = float(transfer)
             z = _drive_chunks(module, landmarks, driver_neutral)
             distances.append(float(np.mean(np.sum((z - z_reference) ** 2, axis=1))))
+            if distances[-1] < min(distances[:-1], default=np.inf):
+                best = z
     finally:
         module.transfer = kept_transfer
-    return float(grid[int(np.argmin(distances))]), distances
+    return float(grid[int(np.argmin(distances))]), distances, best
 
 
 def _drive_chunks(module: LandmarkRetarget, landmarks: np.ndarray, driver_neutral: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -662,14 +664,17 @@ def retarget_track(module: LandmarkRetarget, track, neutral="video", gain: float
         raise FacevaeError(f"render.retarget.neutral: {err} in {track.path}") from None
     info["neutral_frames"] = int(neutral_frames(norm, track.time[kept], window).sum())
     module.gain = float(gain)
-    if nearest_to is not None:
-        transfer, distances = transfer_nearest(module, landmarks, driver_neutral, np.asarray(nearest_to)[kept])
-        info.update(transfer=transfer, transfer_chosen_by="nearest the encoder's z",
-                    transfer_distances=dict(zip(map(str, TRANSFER_GRID), np.round(distances, 3).tolist())))
-        log.info("neutral transfer %.1f: its z lies nearest the reference z (mean squared distance %.3f; %.3f at 0, %.3f at 1)",
-                 transfer, min(distances), distances[0], distances[-1])
-    module.transfer = float(transfer)
-    z[kept] = _drive_chunks(module, landmarks, driver_neutral, chunk)
+    if nearest_to is None:
+        module.transfer = float(transfer)
+        z[kept] = _drive_chunks(module, landmarks, driver_neutral, chunk)
+        return z, info
+    transfer, distances, picked = transfer_nearest(module, landmarks, driver_neutral, np.asarray(nearest_to)[kept])
+    z[kept] = picked
+    module.transfer = transfer
+    info.update(transfer=transfer, transfer_chosen_by="nearest the encoder's z",
+                transfer_distances=dict(zip(map(str, TRANSFER_GRID), np.round(distances, 3).tolist())))
+    log.info("neutral transfer %.1f: its z lies nearest the reference z (mean squared distance %.3f; %.3f at 0, %.3f at 1)",
+             transfer, min(distances), distances[0], distances[-1])
     return z, info
 
 
@@ -730,13 +735,15 @@ def drive_track(drive: str, codec, track, retarget_path=None, retarget_cfg: dict
         settings = RetargetSettings.from_config(retarget_cfg)  # checks the keys before any work
         mouth_points = retarget_cfg.get("mouth_points", "faceapi")
         landmarks = driver_landmarks(track, mouth_points, video_path, faceapi_model)
-        z_encoder = encode_track(codec, track) if method == "blend" else None
-        transfer = retarget_cfg.get("transfer", NEUTRAL_TRANSFER)
-        if method == "blend" and self_transfer != "encoder":
-            transfer = float(self_transfer)
+        transfer, z_encoder, nearest_to = retarget_cfg.get("transfer", NEUTRAL_TRANSFER), None, None
+        if method == "blend":
+            z_encoder = encode_track(codec, track)
+            if self_transfer == "encoder":
+                nearest_to = z_encoder
+            else:
+                transfer = float(self_transfer)
         z, used = retarget_track(load_retarget(retarget_path), track, retarget_cfg.get("neutral", "video"),
-                                 retarget_cfg.get("gain", 1.0), transfer=transfer, landmarks=landmarks,
-                                 nearest_to=z_encoder if method == "blend" and self_transfer == "encoder" else None)
+                                 retarget_cfg.get("gain", 1.0), transfer=transfer, landmarks=landmarks, nearest_to=nearest_to)
         info["retarget"] = {**used, "mouth_points": mouth_points, "map": dataclasses.asdict(settings)}
         if method == "blend":
             z = blend_latents(z_encoder, z, self_blend)
