@@ -9,6 +9,7 @@ import torch
 from facevae import FacevaeError
 from facevae.driving import (
     BROWS,
+    DrivePlan,
     LEFT_EYE_BROW,
     MOUTH,
     READOUT_MIN_R,
@@ -206,7 +207,8 @@ def test_module_survives_save_and_load(tmp_path, kind):
     module, report = fit_retarget(shapes, mu, RetargetSettings(map=kind, brow_weight=0.5))
     driver = shapes[::7] * 1.2 + 3
     neutral = neutral_shape(normalise_landmarks(driver))
-    path = save_retarget(tmp_path / "retarget.pt", module, {"actor": "synthetic", **report})
+    module.info = {"actor": "synthetic", **report}
+    path = save_retarget(tmp_path / "retarget.pt", module)
     loaded = load_retarget(path)
     assert loaded.info["actor"] == "synthetic" and loaded.brow_weight == 0.5
     np.testing.assert_array_equal(loaded.drive(driver, neutral), module.drive(driver, neutral))
@@ -230,11 +232,9 @@ def test_onnx_export_gives_the_same_codes(tmp_path):
     assert isinstance(module, LandmarkRetarget) and z.shape == (len(driver), 5)
     # The neutral transfer (render.retarget.transfer) is part of the graph: the page passes its own
     # neutral and gets the pipeline's z; it matches retarget_shapes' blend.
-    module.transfer = 0.75
-    (z_part,) = ort.InferenceSession(str(export_onnx(module, tmp_path / "part.onnx")),
+    (z_part,) = ort.InferenceSession(str(export_onnx(module, tmp_path / "part.onnx", transfer=0.75)),
                                      providers=["CPUExecutionProvider"]).run(None, {"landmarks": driver, "driver_neutral": neutral})
     blended = (0.25 * module.actor_neutral.numpy() + 0.75 * neutral).astype(np.float32)
-    module.transfer = 1.0
     with torch.no_grad():
         np.testing.assert_allclose(z_part, module(torch.from_numpy(driver), torch.from_numpy(blended)).numpy(), atol=1e-4)
     assert np.abs(z_part - z).max() > 1e-3  # and it changes something
@@ -294,19 +294,19 @@ def test_readout_carries_a_blink_the_kernel_map_averages_away():
     np.testing.assert_allclose(steered_eye[:3], open_eye, atol=0.1 * (open_eye - target[3]))  # open stays open
 
 
-def test_readout_off_and_version_1_maps_have_no_step(tmp_path):
+def test_readout_off_maps_have_no_step_and_old_map_versions_are_refitted(tmp_path):
     shapes, mu, _ = _blinking_actor(n=120)
     module, report = fit_retarget(shapes, mu, RetargetSettings(readout=False))
     assert not module.has_readout and report["readout"] is False
     path = save_retarget(tmp_path / "plain.pt", module)
+    loaded = load_retarget(path)
+    assert not loaded.has_readout
+    np.testing.assert_array_equal(loaded.drive(shapes[:9], module.actor_neutral.numpy()), module.drive(shapes[:9], module.actor_neutral.numpy()))
     blob = torch.load(path, weights_only=True)
-    for key in ("readout_w", "readout_y", "readout_steps"):  # what a version-1 file lacks
-        blob["state"].pop(key)
-    blob["version"] = 1
-    torch.save(blob, tmp_path / "v1.pt")
-    old = load_retarget(tmp_path / "v1.pt")
-    assert not old.has_readout
-    np.testing.assert_array_equal(old.drive(shapes[:9], module.actor_neutral.numpy()), module.drive(shapes[:9], module.actor_neutral.numpy()))
+    blob["version"] = 2  # a map from before the read-out's range: refused, with the command that refits it
+    torch.save(blob, tmp_path / "v2.pt")
+    with pytest.raises(FacevaeError, match="v2.pt is format version 2.*--forcerun fit_retarget"):
+        load_retarget(tmp_path / "v2.pt")
     with pytest.raises(FacevaeError, match="render.retarget.readout"):
         RetargetSettings(readout="yes")
 
@@ -385,7 +385,7 @@ def test_eye_step_is_decoupled_from_the_decoded_mouth(leak):
         return (np.nan_to_num(decoded(z0 + direction[None])) - np.nan_to_num(decoded(z0)))[1:5].mean(axis=0)
 
     assert abs(slopes(before[0])[0]) > 0.2  # the eye step moved the decoded mouth
-    out = decouple_eye_step(module, mu, (report["eye_sd"], report["mouth_sd"]), module.mouth_direction, decoded)
+    out = decouple_eye_step(module, mu, (report["eye_sd"], report["mouth_sd"]), report["mouth_direction"], decoded)
     assert out["eye_mouth_response"] == pytest.approx(leak, rel=0.05) and out["mouth_response"] == pytest.approx(1.0, rel=0.05)
     mouth_moves, eye_moves = slopes(module.readout_steps[0].numpy())
     assert abs(mouth_moves) < 0.02 and eye_moves == pytest.approx(slopes(before[0])[1], rel=0.05)
@@ -393,7 +393,7 @@ def test_eye_step_is_decoupled_from_the_decoded_mouth(leak):
     # No mouth lever (the mouth direction does not move the decoded mouth): nothing is changed.
     module, report = fit_retarget(shapes, mu)
     flat = lambda z: np.stack([np.zeros(len(z)), coords(z)[0]], axis=1)  # noqa: E731
-    assert decouple_eye_step(module, mu, (report["eye_sd"], report["mouth_sd"]), module.mouth_direction,
+    assert decouple_eye_step(module, mu, (report["eye_sd"], report["mouth_sd"]), report["mouth_direction"],
                              flat)["eye_mouth_removed"] == 0.0
     np.testing.assert_array_equal(module.readout_steps.numpy(), before)
 
@@ -433,16 +433,19 @@ def test_step_targets_stay_within_the_actors_own_range(tmp_path):
     assert target[1] > widest + 0.05
     held = eye_of(module.drive(stranger, neutral))[1]
     assert held == pytest.approx(widest, abs=0.1 * (target[1] - widest)), (held, widest, target[1])
-    blob = torch.load(save_retarget(tmp_path / "v3.pt", module), weights_only=True)
-    for key in ("readout_lo", "readout_hi"):
-        blob["state"].pop(key)
-    blob["version"] = 2
-    torch.save(blob, tmp_path / "v2.pt")
-    unbounded = eye_of(load_retarget(tmp_path / "v2.pt").drive(stranger, neutral))[1]
+    unbounded = eye_of(_unbounded(module).drive(stranger, neutral))[1]
     assert unbounded == pytest.approx(target[1], abs=0.1 * (target[1] - widest)), (unbounded, target[1])
 
 
-def test_onnx_export_holds_targets_in_range_and_exports_an_unbounded_version_2_map(tmp_path):
+def _unbounded(module: LandmarkRetarget) -> LandmarkRetarget:
+    """The same map with the read-out's targets not held in the actor's range (as before the range)."""
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    readout = {"w": state["readout_w"], "y": state["readout_y"], "steps": state["readout_steps"]}
+    return LandmarkRetarget(state["actor_neutral"], state["centres"], state["coef"], state["x_mean"], state["z_mean"],
+                            module.inv_width, module.features, module.kind, readout, module.brow_weight).eval()
+
+
+def test_onnx_export_holds_targets_in_range_and_exports_an_unbounded_map(tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a project dependency; install with make install")
     shapes, mu, _ = _blinking_actor()
     module, _ = fit_retarget(shapes, mu)
@@ -450,17 +453,12 @@ def test_onnx_export_holds_targets_in_range_and_exports_an_unbounded_version_2_m
     neutral = neutral_shape(normalise_landmarks(stranger[:1])).astype(np.float32)
     wide = shape_openings(torch.from_numpy(retarget_shapes(normalise_landmarks(stranger), neutral, module.actor_neutral.numpy())))
     assert wide[2, 0] > module.readout_hi[0]  # the clip is active on the last frame
-    blob = torch.load(save_retarget(tmp_path / "v3.pt", module), weights_only=True)
-    for key in ("readout_lo", "readout_hi"):
-        blob["state"].pop(key)
-    blob["version"] = 2
-    torch.save(blob, tmp_path / "v2.pt")
-    for name, m in (("bounded", module), ("unbounded", load_retarget(tmp_path / "v2.pt"))):
+    for name, m in (("bounded", module), ("unbounded", _unbounded(module))):
         session = ort.InferenceSession(str(export_onnx(m, tmp_path / f"{name}.onnx")), providers=["CPUExecutionProvider"])
         (z,) = session.run(None, {"landmarks": stranger, "driver_neutral": neutral})
         np.testing.assert_allclose(z, m.drive(stranger, neutral), atol=1e-5, err_msg=name)
         assert np.isfinite(z).all()
-    assert not np.allclose(module.drive(stranger, neutral)[2], load_retarget(tmp_path / "v2.pt").drive(stranger, neutral)[2])
+    assert not np.allclose(module.drive(stranger, neutral)[2], _unbounded(module).drive(stranger, neutral)[2])
 
 
 def test_the_faceapi_mouth_replaces_only_the_mouths_twenty_points():
@@ -506,7 +504,7 @@ def test_retarget_track_drives_with_the_landmarks_it_is_given():
     z_track, _ = retarget_track(module, Track())
     z_given, _ = retarget_track(module, Track(), landmarks=given)
     assert np.isnan(z_given[30:]).all() and np.isfinite(z_given[:30]).all()
-    expected = module.drive(given, neutral_shape(normalise_landmarks(given)))
+    expected = module.drive(given, neutral_shape(normalise_landmarks(given)), transfer=DrivePlan.transfer)  # retarget_track's default
     assert np.allclose(z_given[:30], expected, atol=1e-6) and not np.allclose(z_given[:30], z_track[:30])
 
 
@@ -521,13 +519,10 @@ def test_own_clip_transfer_is_the_one_whose_codes_come_nearest_the_encoders():
     clip = np.stack([face(mouth=m) for m in mouth])
     neutral = neutral_shape(normalise_landmarks(clip))
     true_codes = np.stack([mouth, np.zeros_like(mouth)], axis=1) @ mix
-    module.transfer = 0.75
     chosen, distances, _ = transfer_nearest(module, clip, neutral, true_codes)
-    assert chosen == 0.0 and len(distances) == 11 and np.argmin(distances) == 0 and module.transfer == 0.75
-    module.transfer = 0.3
-    at_03 = module.drive(clip, neutral)
-    module.transfer = 1.0
-    assert transfer_nearest(module, clip, neutral, at_03)[0] == 0.3 and module.transfer == 1.0
+    assert chosen == 0.0 and len(distances) == 11 and np.argmin(distances) == 0
+    at_03 = module.drive(clip, neutral, transfer=0.3)
+    assert transfer_nearest(module, clip, neutral, at_03)[0] == 0.3
 
     class Track:
         kept = np.array([True] * 80 + [False])

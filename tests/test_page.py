@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.media]
 
 ACTOR, DRIVER, VIDEO = "d6", "tpsmm", "driving"
 # Video-file mode: the page's rendered mouth against the pipeline's on the same frames, face mesh r on the CI
-# pipeline's d6. Issue 13's bar, 0.8, asserted as it stands. bench/sweep_page_points.py on the page's own logged
+# pipeline's d6. Issue 13's bar, 0.8, asserted as it stands. bench/archive/sweep_page_points.py on the page's own logged
 # points (train.seed 0 / 1 / 2): 0.683 / 0.785 / 0.765 before (one landmark pass in the detector's box, the eye
 # step pulling the decoded mouth); with the page's second landmark pass around its own answer and the eye step
 # decoupled from the decoded mouth (render.retarget.eye_keeps_mouth) 0.832 / 0.856 / 0.849; this test's own
@@ -130,13 +130,12 @@ def test_onnx_graphs_in_the_browser_equal_pytorch(session, site):
 
     retarget = load_retarget(site["wd"] / f"results/models/{ACTOR}/retarget.pt")
     drive = json.loads((site["built"] / "page.json").read_text())["drive"]  # the render.retarget the page was built with
-    retarget.gain, retarget.transfer = drive["gain"], drive["transfer"]
     with _track(site) as track:
         rows = np.flatnonzero(track.kept)[::8][:24]
         landmarks = np.asarray(track.landmarks[:], np.float32)[rows]
     neutral = neutral_shape(normalise_landmarks(landmarks)).astype(np.float32)
     browser = np.asarray(session.js("([l, n]) => window.facevae.drive(l, n)", [landmarks.tolist(), neutral.tolist()]))
-    reference = retarget.drive(landmarks, neutral)
+    reference = retarget.drive(landmarks, neutral, drive["transfer"], drive["gain"])
     assert np.abs(browser.reshape(reference.shape) - reference).max() <= 1e-4
 
 
@@ -213,7 +212,7 @@ def video_file_log(session, site) -> list[dict]:
     fps = json.loads((site["wd"] / f"results/videos/{DRIVER}/{VIDEO}.json").read_text())["fps"]
     log = session.js("([u, f]) => window.facevae.stepThrough(u, f)", ["clip.mp4", fps])
     session.page.screenshot(path=str(site["wd"] / "page-video-file.png"))
-    if os.environ.get("FACEVAE_PAGE_LOG"):  # the page's own points for bench/sweep_page_points.py
+    if os.environ.get("FACEVAE_PAGE_LOG"):  # the page's own points for bench/archive/sweep_page_points.py
         Path(os.environ["FACEVAE_PAGE_LOG"]).write_text(json.dumps(log))
     return log
 

@@ -110,12 +110,12 @@ def _score(wd, pair: str) -> pd.DataFrame:
 
 # Measured on the CI pipeline's d6 <- d6rest with render.drive auto's blend (render.self_blend 0.5) and the map's
 # brows at half weight (render.retarget.brow_weight 0.5), face-mesh mouth r at train.seed 0 / 1 / 2: 0.689 / 0.751 /
-# 0.772 (bench/sweep_brow_weight.py on this test session's pipeline folder, retrained per seed; at brow weight 1
+# 0.772 (bench/archive/sweep_brow_weight.py on this test session's pipeline folder, retrained per seed; at brow weight 1
 # 0.671 / 0.743 / 0.776, 0.671 being this test's own run then); through the encoder alone it was 0.416 at seed 0.
 # With the eye step decoupled from the decoded mouth (eye_keeps_mouth, the default since 2026-12-06): 0.700 /
-# 0.766 / 0.775 (bench/sweep_eye_step.py). With the blend's neutral transfer picked by the encoder
+# 0.766 / 0.775 (bench/archive/sweep_eye_step.py). With the blend's neutral transfer picked by the encoder
 # (render.self_transfer encoder, the default since 2026-12-06; it picks 0.9 / 1 / 0.9): 0.703 / 0.755 / 0.779
-# (bench/sweep_self_transfer.py). Bars 0.1 below the lowest (kept at the earlier 0.59).
+# (bench/archive/sweep_self_transfer.py). Bars 0.1 below the lowest (kept at the earlier 0.59).
 SELF_MESH_BAR = 0.59
 SELF_DLIB_BAR = 0.69
 
@@ -153,7 +153,7 @@ def test_self_reenactment_follows_the_mouth(run):
 # eye_keeps_mouth, and calibrated on the decoder, eye_gain_max 2, targets held in the actor's range),
 # render.retarget.transfer 0.75, the drivers' mouth points from face-api (mouth_points faceapi) and the brows at
 # half weight (brow_weight 0.5). Face-mesh mouth-opening r for train.seed 0 / 1 / 2: 0.623 / 0.752 / 0.774,
-# eye-opening r 0.482 / 0.532 / 0.457 (bench/sweep_eye_step.py on this test session's pipeline folder, the model
+# eye-opening r 0.482 / 0.532 / 0.457 (bench/archive/sweep_eye_step.py on this test session's pipeline folder, the model
 # retrained per seed, 2026-12-06; with the eye step as fitted, the default before: 0.610 / 0.748 / 0.752 and 0.488 /
 # 0.523 / 0.473); identity kept 1.00. With dlib's mouth points (the default before face-api's) the mouth was
 # 0.538 / 0.374 / 0.538 in stand-alone runs. The bars sit 0.1 below the lowest seed.

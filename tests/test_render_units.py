@@ -158,7 +158,7 @@ def test_render_and_retarget_defaults_are_the_schemas():
     """One source of defaults: the render schema's defaults build the same RenderConfig and
     RetargetSettings as the dataclasses' own."""
     from facevae.config import validate
-    from facevae.driving import NEUTRAL_TRANSFER, RetargetSettings
+    from facevae.driving import DrivePlan, RetargetSettings
 
     section = validate({"actors": {"a": {"videos": {"v": {"url": "https://example.org/x.mp4"}}}}})["render"]
     import dataclasses
@@ -169,7 +169,7 @@ def test_render_and_retarget_defaults_are_the_schemas():
     assert section["retarget"]["neutral"] == "video"
     assert RetargetSettings.from_config(section["retarget"]) == RetargetSettings()
     assert section["retarget"]["gain"] == 1.0
-    assert section["retarget"]["transfer"] == NEUTRAL_TRANSFER == 0.75
+    assert section["retarget"]["transfer"] == DrivePlan.transfer == 0.75
 
 
 @pytest.mark.parametrize("render, key", [

@@ -66,10 +66,11 @@ def compare_with_pipeline(log: list[dict], workdir: Path, actor: str, driver: st
     page_crop = np.asarray([e["crop"] for e, _ in pairs])
     err = np.linalg.norm(normalise_landmarks(page_crop) - normalise_landmarks(dlib_crop), axis=2)
     # Where the two renders part: PyTorch's driving path fed face-api's landmarks (the page's) instead
-    # of dlib's (the same gain: retarget_track above set it on the module; the same calibration window
+    # of dlib's (the same transfer and gain as retarget_track above; the same calibration window
     # as the page's stepThrough). If it follows the page, the renders differ by the landmark model.
     page_neutral = neutral_shape(normalise_landmarks(page_crop), times, (0, calibration))
-    pytorch_on_page_lm = decode(model, retarget.drive(page_crop, page_neutral))
+    pytorch_on_page_lm = decode(model, retarget.drive(page_crop, page_neutral, manifest["drive"]["transfer"],
+                                                      manifest["drive"]["gain"]))
     page_open, dlib_open = landmark_ratios(page_crop)[:, 0], landmark_ratios(dlib_crop)[:, 0]
     return {
         "frames": len(pairs), "kept": kept, "median_diff": float(np.median(diff)) / 255,

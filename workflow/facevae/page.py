@@ -126,12 +126,12 @@ def build_page_models(model_path, faces_path, retarget_path, attributes_h5, outp
     faces = read_faces(faces_path)
     retarget = load_retarget(retarget_path)
     # The drive the pipeline's renders use (render.retarget.gain / transfer), held in the exported graph.
-    retarget.gain, retarget.transfer = float(settings["gain"]), float(settings["transfer"])
+    gain, transfer = float(settings["gain"]), float(settings["transfer"])
     names = settings_of({"edit": settings.get("attributes")})["edit"]
     attributes = attribute_directions(attributes_h5, names) if attributes_h5 else {}
-    manifest = page_manifest(actor, model, faces, getattr(retarget, "info", {}), attributes,
-                             AlignConfig.from_config(settings.get("faces")), settings, retarget.gain, retarget.transfer)
+    manifest = page_manifest(actor, model, faces, retarget.info, attributes,
+                             AlignConfig.from_config(settings.get("faces")), settings, gain, transfer)
     export_decoder_onnx(model, outputs["decoder"])
-    export_drive_onnx(retarget, outputs["drive"])
+    export_drive_onnx(retarget, outputs["drive"], transfer, gain)
     write_text(outputs["manifest"], json.dumps(manifest, indent=1) + "\n")
     return manifest

@@ -34,7 +34,7 @@ import numpy as np
 from facevae import FacevaeError, __version__, modelio
 from facevae import video as vid
 from facevae.compose import INTERPOLATIONS, Layout, Paster, letterbox, match_color, parse_color, resize_face, write_sheet
-from facevae.driving import DRIVES, SELF_BLEND, SELF_TRANSFER, drive_track
+from facevae.driving import DRIVES, DrivePlan, drive_track
 from facevae.faces.io import DriverTrack, read_faces
 from facevae.instruments import mean_descriptor
 from facevae.modelio import Codec, pick_device
@@ -69,9 +69,9 @@ class RenderConfig:
     edit: dict = dataclasses.field(default_factory=dict)
     device: str = "auto"
     drive: str = "auto"
-    same_person_distance: float = 0.35
-    self_blend: float = SELF_BLEND
-    self_transfer: object = SELF_TRANSFER  # "encoder" or a number in [0, 1]
+    same_person_distance: float = DrivePlan.same_person_distance
+    self_blend: float = DrivePlan.self_blend
+    self_transfer: object = DrivePlan.self_transfer  # "encoder" or a number in [0, 1]
     retarget: dict = dataclasses.field(default_factory=dict)
     score_upscale: int = 4
     score_permutations: int = 1000
@@ -249,9 +249,10 @@ def render_reenactment(
         if actor_faces is not None and (score or cfg.drive == "auto"):
             actor_descriptor = mean_descriptor(actor_faces["data"], track.align_config(FACE_SIZE), cfg.score_upscale)
         t0 = time.perf_counter()
-        z, drive_info = drive_track(cfg.drive, codec, track, retarget_path, cfg.retarget, actor_descriptor,
-                                    cfg.same_person_distance, cfg.score_upscale, video_path, faceapi_model,
-                                    cfg.self_blend, cfg.self_transfer)
+        plan = DrivePlan.from_render(cfg.drive, cfg.retarget, same_person_distance=cfg.same_person_distance,
+                                     self_blend=cfg.self_blend, self_transfer=cfg.self_transfer, upscale=cfg.score_upscale)
+        z, drive_info = drive_track(plan, codec, track, retarget_path, cfg.retarget, actor_descriptor, video_path,
+                                    faceapi_model)
         z = smooth_latents(z, kept, cfg.smooth)
         if cfg.edit:
             z = (z + edit_vector(attributes_path, cfg.edit, model.config.latent_dim)).astype(np.float32)
