@@ -44,7 +44,7 @@ from . import FACE_SIZE, FacevaeError, __version__
 from .atomic import save_figure, write_png, write_text
 from . import sheets
 from .losses import DFCLoss, kl_divergence, kl_weight, recon_loss
-from .modelio import atomic_torch_save, pick_device, save_model, use_bf16
+from .modelio import atomic_torch_save, pick_device, resolve_precision, save_model
 from .models import DEFAULT_LATENT, ModelConfig, build_model
 from .plotting import pyplot
 
@@ -463,7 +463,8 @@ def train_vae(
     held_rows = np.flatnonzero(labels == SPLIT_HELDOUT)
 
     device = pick_device(settings.device, "train.device")
-    bf16 = use_bf16(settings.precision, device)
+    bf16, precision_reason = resolve_precision(settings.precision, device)
+    log.info("precision %s (%s)", "bf16" if bf16 else "fp32", precision_reason)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
