@@ -25,7 +25,7 @@ def run_workflow(workdir: Path, cfg: dict, targets: list[str], forced: tuple[str
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile",
            str(workdir / "config.yaml"), "--cores", str(cores), "--set-threads", "reenact=1", "--rerun-incomplete",
-           "--rerun-triggers", "mtime", *targets]
+           *targets, "--rerun-triggers", "mtime"]  # the targets before the options that take several values
     if forced:
         cmd += ["--forcerun", *forced]
     print("==", workdir, flush=True)
