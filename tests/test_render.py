@@ -159,6 +159,10 @@ def test_score_outputs(kit, side_by_side):
             row.pearson, abs=1e-5, nan_ok=True)
         assert pearson(series[f"{instrument}_driver_mouth"], series[f"{instrument}_baseline_mouth"]) == pytest.approx(
             row.baseline_pearson, abs=1e-5)
+        both = series[f"{instrument}_actor_mouth"].notna() & series[f"{instrument}_baseline_mouth"].notna()
+        if both.sum() >= 2:  # the amplitude: the render's s.d. over the baseline's, on the same frames
+            assert series[f"{instrument}_actor_mouth"][both].std(ddof=0) / series[f"{instrument}_baseline_mouth"][both].std(
+                ddof=0) == pytest.approx(row.amplitude_ratio, rel=1e-4)
     # The dlib driver series is the track's own landmarks; the instrument measures the driver's
     # crops the way it measures the actor's faces, and on real faces it agrees with the track.
     track = read_track(kit["track"])

@@ -196,3 +196,18 @@ def test_blog_preset_drives_with_the_encoder():
     from support.media import REPO
 
     assert yaml.safe_load((REPO / "presets" / "blog2017.yaml").read_text())["render"]["drive"] == "encoder"
+
+
+def test_amplitude_ratio_is_the_renders_spread_over_the_baselines_on_shared_frames():
+    from facevae.scoring import amplitude_ratio
+
+    t = np.linspace(0, 6, 200)
+    baseline = 0.3 + 0.1 * np.sin(t)
+    still = 0.3 + 0.025 * np.sin(t)  # moves at the right time, a quarter as wide: r says 1, this says 0.25
+    assert amplitude_ratio(still, baseline) == pytest.approx(0.25)
+    assert amplitude_ratio(baseline * 2, baseline) == pytest.approx(2.0)
+    gappy = still.copy()
+    gappy[::3] = np.nan  # frames the instrument missed on one side leave both out
+    ok = np.isfinite(gappy)
+    assert amplitude_ratio(gappy, baseline) == pytest.approx(still[ok].std() / baseline[ok].std())
+    assert np.isnan(amplitude_ratio(still, np.full_like(t, 0.3))) and np.isnan(amplitude_ratio([np.nan, 1.0], [1.0, 2.0]))

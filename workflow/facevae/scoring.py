@@ -10,6 +10,7 @@
 - the same ratios of the retrieval baseline: for each driver frame the actor's own training face
   whose eye and mouth landmarks (centred, in inter-ocular distances) are nearest the driver's --
   a non-learned control the model must come near (:func:`retrieval_index`);
+- the amplitude: the rendered opening's s.d. over the retrieval baseline's (:func:`amplitude_ratio`);
 - identity: dlib's descriptor of every ``identity_every``-th rendered face against the mean
   descriptor of the actor's training faces and of the driver's crops, all upscaled alike.
 
@@ -58,6 +59,18 @@ def retrieval_index(actor_landmarks: np.ndarray, driver_landmarks: np.ndarray, c
         dist = (block ** 2).sum(1)[:, None] - 2 * block @ fa_ok.T + (fa_ok ** 2).sum(1)[None]
         out[i : i + chunk] = where[np.argmin(dist, axis=1)]
     return out
+
+
+def amplitude_ratio(series: np.ndarray, reference: np.ndarray) -> float:
+    """s.d. of ``series`` over that of ``reference`` on the frames where both are finite: how widely
+    the render opens and closes against the retrieval baseline (the actor's own faces chosen for the
+    driver's landmarks), same instrument, same frames. r says the mouth moves at the right time; this
+    says it moves enough to see (1: as much as the actor's own frames would; near 0: a still mouth)."""
+    s, r = np.asarray(series, np.float64), np.asarray(reference, np.float64)
+    ok = np.isfinite(s) & np.isfinite(r)
+    if ok.sum() < 2 or r[ok].std() <= 1e-12:  # a still baseline: no amplitude to compare with
+        return float("nan")
+    return float(s[ok].std() / r[ok].std())
 
 
 def jitter(series: np.ndarray, reference: np.ndarray) -> float:
@@ -166,6 +179,7 @@ class ScoreMeter:
                     "circular_p95": score["circular_p95"],
                     "instrument_pearson": pearson(d, ceiling) if ceiling is not None else np.nan,
                     "baseline_pearson": pearson(d, b),
+                    "amplitude_ratio": amplitude_ratio(a, b),
                     "jitter": jitter(a, d),
                     "baseline_jitter": jitter(b, d),
                     "identity_kept": ident["kept"],
@@ -204,7 +218,8 @@ def write_score_outputs(outputs, meter: ScoreMeter, track, actor, driver, video,
     summary: dict = {"identity_kept": float(table.identity_kept.iloc[0]) if len(table) else float("nan")}
     for row in table.to_dict("records"):
         summary.setdefault(row["instrument"], {})[row["measure"]] = {
-            k: row[k] for k in ("pearson", "baseline_pearson", "shuffled_pearson", "circular_p95", "scored_frames", "scored_share")
+            k: row[k] for k in ("pearson", "baseline_pearson", "amplitude_ratio", "shuffled_pearson", "circular_p95",
+                                "scored_frames", "scored_share")
         }
     return summary
 
@@ -222,7 +237,8 @@ def plot_series(path, t, series, table, title) -> None:
         ax.plot(t, series[f"mesh_baseline_{key}"], lw=0.8, ls=":", color="grey", label="retrieval baseline")
         ax.set_ylabel(f"{measure} (face mesh)")
         ax.set_title(f"{measure}: mesh r = {mesh.pearson:.3f} (baseline {mesh.baseline_pearson:.3f}, circular-shift |r| "
-                     f"p95 {mesh.circular_p95:.3f}); dlib r = {dl.pearson:.3f}; identity kept {mesh.identity_kept:.0%}",
+                     f"p95 {mesh.circular_p95:.3f}), amplitude {mesh.amplitude_ratio:.2f} of the baseline's; "
+                     f"dlib r = {dl.pearson:.3f}; identity kept {mesh.identity_kept:.0%}",
                      fontsize=9)
         ax.legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("time (s)")

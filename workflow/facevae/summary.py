@@ -2,7 +2,7 @@
 
 - :func:`score_table` -- one reenactment's score file (results/reenact/{actor}/{driver}/{video}.tsv,
   ~30 columns) cut to what a person reads: per instrument and measure the expression r, the
-  retrieval baseline's r, the chance level, the scored share, and identity kept.
+  retrieval baseline's r and the amplitude against it, the chance level, the scored share, and identity kept.
 - :func:`run_summary` -- ``results/summary.tsv``: per actor the faces kept, epochs, held-out MSE
   against the mean face's, and per reenactment its scores -- the numbers to compare across runs.
 
@@ -19,11 +19,11 @@ import pandas as pd
 
 from facevae.modelio import load_model_info
 
-SCORE_COLUMNS = ("drive", "instrument", "measure", "pearson", "baseline_pearson", "circular_p95", "scored_share",
-                 "identity_kept")
+SCORE_COLUMNS = ("drive", "instrument", "measure", "pearson", "baseline_pearson", "amplitude_ratio", "circular_p95",
+                 "scored_share", "identity_kept")
 SUMMARY_COLUMNS = ("actor", "faces_frames", "faces_kept", "epochs", "heldout_mse", "meanface_mse", "heldout_vs_meanface",
                    "driver", "video", "drive", "mesh_mouth_r", "mesh_eye_r", "dlib_mouth_r", "dlib_eye_r",
-                   "baseline_mesh_mouth_r", "identity_kept", "scored_share")
+                   "baseline_mesh_mouth_r", "mesh_mouth_amplitude", "mesh_eye_amplitude", "identity_kept", "scored_share")
 
 
 def score_table(score_path):
@@ -60,6 +60,9 @@ def run_summary(counts: list, metrics: list, models: list, scores: list):
                                             ("dlib", "mouth_open", "dlib_mouth_r"), ("dlib", "eye_open", "dlib_eye_r")):
             row[column] = float(t.loc[(instrument, measure), "pearson"])
         mesh_mouth = t.loc[("mesh", "mouth_open")]
+        for measure, column in (("mouth_open", "mesh_mouth_amplitude"), ("eye_open", "mesh_eye_amplitude")):
+            # score files written before the amplitude column: NaN
+            row[column] = float(t.loc[("mesh", measure)].get("amplitude_ratio", float("nan")))
         row.update(baseline_mesh_mouth_r=float(mesh_mouth["baseline_pearson"]),
                    identity_kept=float(mesh_mouth["identity_kept"]), scored_share=float(t["scored_share"].min()))
         rows.append(row)
