@@ -117,8 +117,9 @@ def kind(node: dict, root: dict) -> str:
 
 
 def text(description) -> str:
-    """A description on one line, safe in a table cell."""
-    return re.sub(r"\s+", " ", str(description or "")).strip().replace("|", "\\|")
+    """A description on one line, safe in a table cell; ``docs/...md`` paths become links (relative to docs/)."""
+    line = re.sub(r"\s+", " ", str(description or "")).strip().replace("|", "\\|")
+    return re.sub(r"(?<![\w/\[])docs/([\w./-]+\.md)", r"[\1](\1)", line)
 
 
 def _children(path: str, node: dict, root: dict) -> list[tuple[str, dict]]:
