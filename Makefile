@@ -5,7 +5,7 @@ VPY    := $(VENV)/bin/python
 # Re-install when the dependency list changes.
 STAMP  := $(VENV)/.facevae-installed
 
-.PHONY: install demo test lint bench clean-results explore
+.PHONY: install demo test lint bench docs clean-results explore
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ test: install
 lint: install
 	$(VENV)/bin/snakemake --lint
 	$(VENV)/bin/snakefmt --check rules Snakefile
+
+# docs/config.md from the schemas' descriptions (tests/test_config_doc.py fails when it is stale).
+docs: install
+	PYTHONPATH=workflow $(VPY) -m facevae.configdoc --write docs/config.md
 
 bench: install
 	@for script in bench/bench_*.py; do echo "== $$script"; $(VPY) $$script || exit 1; done

@@ -9,7 +9,7 @@ files a user gets: face-mesh (independent instrument) and dlib mouth/eye r, iden
 retrieval baseline's r, jitter, and the reenact job's seconds (two jobs at a time, one thread
 each). The plain encoder (render.drive: encoder, the 2017 blog's way) is rendered and scored on
 the self rows and the tpsmm rows beside the default (its other cross pairs cost ~25 min more; the
-prototype numbers are in the README). Also writes a contact sheet per actor (driver crop / default / encoder / retrieval) to
+prototype numbers are in docs/decisions/001-retarget-strangers.md). Also writes a contact sheet per actor (driver crop / default / encoder / retrieval) to
 bench/results/transfer/ -- look at it.
 
 Writes bench/results/transfer.md. Run from the repository root: .venv/bin/python bench/bench_transfer.py

@@ -7,7 +7,7 @@ Rule ``page_models`` writes, beside ``results/explore/{actor}/index.html``:
 - ``drive.onnx`` -- the driving path (:class:`facevae.driving.LandmarkRetarget`): ``landmarks``
   (N, 68, 2) in aligned-crop px and ``driver_neutral`` (68, 2) normalised -> ``z``. A webcam user is
   not the actor, so the page drives by retargeting, which is what ``render.drive: auto`` picks for a
-  stranger (README, "How driving works");
+  stranger (docs/driving.md);
 - ``page.json`` -- the crop geometry (template landmarks and the points the similarity fits, the
   same :mod:`facevae.faces.align` numbers as the pipeline), the latent dimensions ranked by mean KL
   over the actor's faces, a few of the actor's encoded faces, the CelebA attribute directions when the

@@ -111,7 +111,7 @@ def celeba_section(config: dict) -> dict:
     if not config.get("celeba"):
         raise FacevaeError(
             "results/celeba/aligned.h5 needs a `celeba:` section in the config "
-            "(images, attributes, optional identities and limit): see README.md"
+            "(images, attributes, optional identities and limit): see docs/config.md"
         )
     return config["celeba"]
 
