@@ -545,3 +545,35 @@ def test_blend_latents_mixes_by_share_and_keeps_missing_rows_missing():
     assert np.isnan(blend_latents(enc, ret, 0.5)[1]).all()
     assert np.array_equal(blend_latents(enc, ret, 0.0)[[0, 2]], enc[[0, 2]])
     assert np.array_equal(blend_latents(enc, ret, 1.0)[[0, 2]], ret[[0, 2]])
+
+
+def test_nadaraya_map_lands_a_wider_mouth_than_the_actor_ever_made_at_its_widest_not_its_mean(tmp_path):
+    """Issue 38's known answer: a driver whose mouth opens twice as wide as the actor's ever did
+    lands at the actor's widest code through the normalised-kernel (Nadaraya-Watson) map, which
+    averages the actor's own codes -- while kernel ridge regression, fitted on the same faces,
+    shrinks such a far shape back towards the mean code (the control)."""
+    shapes, mu, mix = _synthetic_actor(latent=4)
+    mouth_of = lambda z: np.linalg.lstsq(mix.T, np.asarray(z, np.float64).T, rcond=None)[0][0]  # noqa: E731
+    actor_mouth = mouth_of(mu)
+    widest, mean = actor_mouth.max(), actor_mouth.mean()
+    stranger = np.stack([face(1.3, (4, -2), mouth=m) for m in (0.0, 0.0, 0.0, 2 * widest)])
+    neutral = neutral_shape(normalise_landmarks(stranger))
+    nw, report = fit_retarget(shapes, mu, RetargetSettings(map="nadaraya", bandwidth=0.05, readout=False))
+    krr, _ = fit_retarget(shapes, mu, RetargetSettings(readout=False))
+    assert report["map"] == "nadaraya" and report["cv_r2"] > 0.8
+    at_nw, at_krr = mouth_of(nw.drive(stranger, neutral, transfer=1.0))[3], mouth_of(krr.drive(stranger, neutral, transfer=1.0))[3]
+    assert at_nw == pytest.approx(widest, abs=0.1 * (widest - mean)), (at_nw, widest, mean)
+    assert at_krr < widest - 0.3 * (widest - mean), (at_krr, widest)  # the shrinkage the normalised weights remove
+    # Far beyond every face of the actor the weights stay finite (shifted by the nearest centre), and
+    # a closed mouth stays closed.
+    far = np.stack([face(mouth=0.0), face(mouth=8.0)])
+    z_far = nw.drive(far, neutral_shape(normalise_landmarks(far[:1])), transfer=1.0)
+    assert np.isfinite(z_far).all() and mouth_of(z_far)[1] == pytest.approx(widest, abs=0.1 * (widest - mean))
+    assert mouth_of(z_far)[0] < mean
+    # Saved, loaded and exported, it gives the same codes.
+    np.testing.assert_array_equal(load_retarget(save_retarget(tmp_path / "nw.pt", nw)).drive(stranger, neutral),
+                                  nw.drive(stranger, neutral))
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a project dependency; install with make install")
+    session = ort.InferenceSession(str(export_onnx(nw, tmp_path / "nw.onnx", transfer=0.75)), providers=["CPUExecutionProvider"])
+    (z,) = session.run(None, {"landmarks": stranger.astype(np.float32), "driver_neutral": neutral.astype(np.float32)})
+    np.testing.assert_allclose(z, nw.drive(stranger, neutral, transfer=0.75), atol=1e-5)

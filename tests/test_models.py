@@ -202,3 +202,23 @@ def test_model_file_errors_name_the_file(tmp_path):
         decode(model, np.zeros((2, 5), np.float32))
     with pytest.raises(FacevaeError, match="uint8"):
         encode(model, np.zeros((2, 64, 64, 3), np.float32))
+
+
+def test_precision_auto_resolves_from_the_cpu_flags(tmp_path):
+    """train.precision auto: bf16 on CUDA and on a CPU with native bf16 dot products, fp32 on other
+    CPUs -- asserted from this machine's own flags, not from a speed."""
+    import torch
+
+    from facevae.modelio import cpu_bf16_flags, resolve_precision
+
+    cpu = torch.device("cpu")
+    flags = cpu_bf16_flags()
+    bf16, why = resolve_precision("auto", cpu)
+    assert bf16 == bool(flags) and (all(f in why for f in flags) if flags else "no native bf16" in why)
+    assert resolve_precision("auto", cpu, ["avx512_bf16"]) == (True, "auto: the CPU has avx512_bf16")
+    assert resolve_precision("auto", cpu, [])[0] is False
+    assert resolve_precision("auto", torch.device("cuda"), [])[0] is True
+    assert resolve_precision("fp32", cpu, ["amx_bf16"])[0] is False and resolve_precision("bf16", cpu, [])[0] is True
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert cpu_bf16_flags(info) == ["amx_bf16"] and cpu_bf16_flags(tmp_path / "missing") == []

@@ -125,14 +125,26 @@ def test_train_schema_defaults_are_the_dataclass_defaults():
     assert TrainSettings.from_config(validate(_config())["train"]) == TrainSettings()
 
 
+def test_an_explicit_epochs_is_honoured_and_warned_about_below_min_steps():
+    """Issue 40: a value the user wrote wins over the floor that protects users who wrote none; the
+    log says when it is below what min_steps recommends."""
+    quick = TrainSettings.from_config(validate(_config(epochs=8))["train"])
+    assert quick.epochs == 8 and quick.epochs_for(9) == 8 and quick.epochs_for(1000) == 8
+    warning = quick.steps_warning(9)
+    assert "train.epochs 8 makes 72 optimiser steps" in warning and "4500 train.min_steps recommends" in warning
+    assert quick.steps_warning(1000) == ""  # 8000 steps: enough
+    assert dataclasses.replace(quick, min_steps=0).steps_warning(9) == ""
+
+
 def test_small_actors_train_at_least_min_steps():
     """Epochs are raised so that a short clip still gets ``min_steps`` optimiser steps; a large
     one keeps ``epochs``; 0 turns it off; the cosine schedule spans the raised run."""
     settings = TrainSettings.from_config(validate(_config())["train"])
-    assert (settings.epochs, settings.min_steps) == (50, 4500)
+    assert (settings.epochs, settings.min_steps) == (None, 4500)  # epochs unset: 50, raised to min_steps
     assert settings.epochs_for(9) == 500  # lp_d10's 11 s: 9 batches an epoch
     assert settings.epochs_for(100) == 50
     assert dataclasses.replace(settings, min_steps=0).epochs_for(9) == 50
+    assert settings.steps_warning(9) == ""
     cosine = dataclasses.replace(settings, lr_schedule="cosine")
     assert cosine.lr_at(0, 0, 9) == pytest.approx(settings.lr)
     assert cosine.lr_at(250, 0, 9) == pytest.approx(settings.lr / 2, rel=0.02)  # halfway through 500 epochs
@@ -308,10 +320,14 @@ def test_appearance_jitter_trains(tiny_faces, tmp_path):
 @pytest.mark.media
 def test_bf16_autocast_path_runs_on_cpu(tiny_faces, tmp_path):
     """The CUDA path's precision (bf16 autocast, BCE from logits) exercised on the CPU."""
-    settings = TrainSettings.from_config({"model": "conv", "width": 8, "epochs": 1, "min_steps": 0, "batch_size": 16, "precision": "bf16",
+    settings = TrainSettings.from_config({"model": "conv", "width": 8, "epochs": 6, "min_steps": 0, "batch_size": 16, "precision": "bf16",
                                           "holdout": {"gap_seconds": 0.2}})
     info = train_vae(tiny_faces, outputs_in(tmp_path), settings, tmp_path / "ckpt.pt", progress=False)
     assert info["precision"] == "bf16" and np.isfinite(info["heldout_mse"])
+    import pandas as pd
+
+    loss = pd.read_csv(tmp_path / "metrics.tsv", sep="\t")["loss"].to_numpy()  # a few steps in bf16: finite, and falling
+    assert np.isfinite(loss).all() and loss[-1] < loss[0], loss
     assert load_model(tmp_path / "model.pt").config.width == 8
 
 

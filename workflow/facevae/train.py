@@ -60,6 +60,9 @@ METRIC_COLUMNS = ("epoch", "loss", "recon", "kl", "kl_weight", "heldout_mse", "s
 # --- settings ------------------------------------------------------------------------------------
 
 
+DEFAULT_EPOCHS = 50  # train.epochs unset: this many, raised to reach train.min_steps
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """The ``train:`` config section (defaults and meanings in workflow/schemas/train.schema.yaml)."""
@@ -67,7 +70,7 @@ class TrainSettings:
     model: str = "conv"
     latent_dim: int | None = None
     width: int = 16
-    epochs: int = 50
+    epochs: int | None = None  # None: DEFAULT_EPOCHS, raised to reach min_steps (see epochs_for)
     min_steps: int = 4500
     batch_size: int = 32
     lr: float = 2e-3
@@ -104,9 +107,20 @@ class TrainSettings:
         return settings
 
     def epochs_for(self, n_batches: int) -> int:
-        """Epochs a run makes: ``epochs``, or more when that is fewer than ``min_steps`` optimiser steps
-        (a 9-s clip gives ~9 batches an epoch; 50 epochs of it left the decoder's mouths blurred)."""
-        return max(int(self.epochs), math.ceil(int(self.min_steps) / max(n_batches, 1)))
+        """Epochs a run makes: an explicit ``epochs`` exactly (what the user wrote wins); unset,
+        DEFAULT_EPOCHS or more when that is fewer than ``min_steps`` optimiser steps (a 9-s clip gives
+        ~9 batches an epoch; 50 epochs of it left the decoder's mouths blurred)."""
+        if self.epochs is not None:
+            return int(self.epochs)
+        return max(DEFAULT_EPOCHS, math.ceil(int(self.min_steps) / max(n_batches, 1)))
+
+    def steps_warning(self, n_batches: int) -> str:
+        """A warning when an explicit ``epochs`` makes fewer steps than ``min_steps`` recommends ('' otherwise)."""
+        if self.epochs is None or int(self.epochs) * n_batches >= int(self.min_steps):
+            return ""
+        return (f"train.epochs {self.epochs} makes {int(self.epochs) * n_batches} optimiser steps ({n_batches} batches an "
+                f"epoch), fewer than the {self.min_steps} train.min_steps recommends: the decoded mouths may stay blurred "
+                f"(unset train.epochs to reach it)")
 
     def lr_at(self, epoch: int, batch: int, n_batches: int, epochs: int | None = None) -> float:
         """Learning rate of one step: constant, or a cosine from ``lr`` down to 0 over the whole run
@@ -493,6 +507,8 @@ def train_vae(
     batch_size = min(settings.batch_size, n_train)
     n_batches = n_train // batch_size
     epochs = settings.epochs_for(n_batches)
+    if settings.steps_warning(n_batches):
+        log.warning("%s", settings.steps_warning(n_batches))
     baseline = mean_face_mse(faces.data[train_rows], faces.data[held_rows]) if len(held_rows) else float("nan")
 
     state = {"epoch": 0, "batch": 0, "perm": None, "sums": None, "epoch_seconds": 0.0, "history": [], "seconds": 0.0, "resumed": 0}
@@ -546,7 +562,8 @@ def train_vae(
         "%s: %d faces -> %d train, %d held out, %d gap; model %s %s; %d epochs x %d batches of %d on %s%s, %d threads%s",
         who, len(faces), n_train, len(held_rows), int((labels == SPLIT_GAP).sum()), settings.model,
         settings.model_config(), epochs, n_batches, batch_size, device, " (bf16)" if bf16 else "", threads,
-        f" (train.epochs {settings.epochs} raised to reach train.min_steps {settings.min_steps})" if epochs > settings.epochs else "",
+        f" ({DEFAULT_EPOCHS} epochs raised to reach train.min_steps {settings.min_steps})"
+        if settings.epochs is None and epochs > DEFAULT_EPOCHS else "",
     )
     interval = max(settings.checkpoint_minutes, 0.0) * 60.0
     last_save = time.monotonic()

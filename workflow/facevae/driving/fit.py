@@ -111,6 +111,9 @@ def _solve_map(x: np.ndarray, z: np.ndarray, settings: RetargetSettings, median_
         median_d2 = float(np.median(d2[d2 > 0])) if (d2 > 0).any() else 1.0
     inv_width = 1.0 / (2.0 * settings.bandwidth * median_d2)
     k_nm = np.exp(-((x[:, None] - centres[None]) ** 2).sum(-1) * inv_width)
+    if settings.map == "nadaraya":  # no solve: the centres' own codes, weighted at run time
+        return {"centres": centres, "coef": zc[evenly_spread(len(x), settings.max_centres)], "x_mean": x_mean,
+                "z_mean": z_mean, "inv_width": inv_width, "median_d2": median_d2}
     if len(centres) == len(x):  # plain kernel ridge regression
         coef = np.linalg.solve(k_nm + settings.l2 * np.eye(len(x)), zc)
     else:  # subset of regressors: every face fits, the spread ones are the centres

@@ -14,18 +14,24 @@ import torch
 
 from facevae.driving.shapes import LEFT_EYE, RIGHT_EYE, normalise_points, retarget_shapes, shape_features, shape_openings
 
-MAPS = ("kernel", "linear")
+MAPS = ("kernel", "linear", "nadaraya")
 
 
 def apply_map(x: torch.Tensor, centres: torch.Tensor, coef: torch.Tensor, x_mean: torch.Tensor, z_mean: torch.Tensor,
               inv_width: float, kind: str) -> torch.Tensor:
     """Feature vectors (N, F) -> z (N, D): kernel ``exp(-|x - c|^2 * inv_width) @ coef + z_mean`` over
-    the centres ``c``, or linear ``(x - x_mean) @ coef + z_mean``. The one evaluation of a map, for the
-    module and for the fit's cross-validation alike."""
+    the centres ``c``; ``nadaraya`` the same weights normalised to sum to 1 (``coef``: the centres' own
+    codes less ``z_mean``), so z is a weighted mean of the actor's codes; or linear ``(x - x_mean) @
+    coef + z_mean``. The one evaluation of a map, for the module and for the fit's cross-validation alike."""
     if kind == "linear":
         return (x - x_mean) @ coef + z_mean
-    d2 = (x * x).sum(dim=1, keepdim=True) - 2 * x @ centres.T + (centres * centres).sum(dim=1)[None]
-    return torch.exp(-d2.clamp(min=0) * inv_width) @ coef + z_mean
+    d2 = ((x * x).sum(dim=1, keepdim=True) - 2 * x @ centres.T + (centres * centres).sum(dim=1)[None]).clamp(min=0)
+    if kind == "nadaraya":
+        # Shifted by each row's nearest centre before exp: a shape far from every face of the actor
+        # keeps weights (its nearest faces win) instead of underflowing to 0 / 0.
+        weights = torch.exp(-(d2 - d2.min(dim=1, keepdim=True).values) * inv_width)
+        return (weights @ coef) / weights.sum(dim=1, keepdim=True) + z_mean
+    return torch.exp(-d2 * inv_width) @ coef + z_mean
 
 
 class LandmarkRetarget(torch.nn.Module):

@@ -1,0 +1,152 @@
+"""Issue 38's sweep: which map makes the actor's mouth move for people nobody tuned it on?
+
+Reads a bench work folder made by bench_transfer.py (the tuning set) or bench_validation.py (the
+validation set): the actors' faces and models, the drivers' tracks and videos. Per actor it refits
+the landmark -> z map with each variant's settings (rule fit_retarget's sequence,
+:func:`facevae.driving.fit_and_calibrate`), drives each cross pair as rule reenact does (the driver's
+whole-video neutral, face-api's mouth points, the default transfer unless the variant sets one),
+decodes, and measures as the score files do: face-mesh (independent) and dlib mouth / eye r with the
+driver, the retrieval baseline's r, the amplitude ratio (render s.d. over the baseline's).
+
+Choices are made on the tuning set's table; the validation set's is the report.
+
+    .venv/bin/python bench/sweep_mouth.py tuning /path/to/bench_transfer/auto [variant ...]
+    .venv/bin/python bench/sweep_mouth.py validation /path/to/bench_validation [variant ...]
+
+Writes bench/results/mouth_sweep_{set}.tsv (one row per variant and pair) and prints the medians.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import REPO  # noqa: E402
+
+sys.path.insert(0, str(REPO / "workflow"))
+from facevae import FACE_SIZE  # noqa: E402
+from facevae.driving import DrivePlan, RetargetSettings, driver_landmarks, fit_and_calibrate, retarget_track  # noqa: E402
+from facevae.driving.fit import _dlib_openings  # noqa: E402
+from facevae.expression import pearson  # noqa: E402
+from facevae.faces.io import DriverTrack, read_faces  # noqa: E402
+from facevae.instruments import MeshInstrument, dlib_ratios, landmark_ratios, sharpen  # noqa: E402
+from facevae.modelio import Codec, load_model  # noqa: E402
+from facevae.render import RenderConfig  # noqa: E402
+from facevae.scoring import amplitude_ratio, retrieval_index  # noqa: E402
+
+RENDER = RenderConfig()
+
+# variant name -> (map settings, drive settings)
+VARIANTS = {
+    "default": ({}, {}),
+    "nw0.05": ({"map": "nadaraya", "bandwidth": 0.05}, {}),
+    "nw0.1": ({"map": "nadaraya", "bandwidth": 0.1}, {}),
+    "nw0.2": ({"map": "nadaraya", "bandwidth": 0.2}, {}),
+    "nw0.1-noread": ({"map": "nadaraya", "bandwidth": 0.1, "readout": False}, {}),
+    "krr-l0.01": ({"l2": 0.01}, {}),
+    "krr-bw0.25": ({"bandwidth": 0.25}, {}),
+}
+
+
+def pairs_of(kind: str, work: Path) -> list[tuple[str, str, str]]:
+    if kind == "tuning":
+        actors = ("d6", "d10", "d3", "d13")
+        return [(a, d, v) for a in actors for d, v in [("tpsmm", "driving"), *((f"{b}full", "full") for b in actors if b != a)]]
+    from bench_validation import ACTORS, TALKERS
+    return [(a, d, "talk" if d in TALKERS else "full") for a in ACTORS
+            for d in [*TALKERS, *(f"{b}full" for b in ACTORS if b != a)]]
+
+
+class Meter:
+    """The score files' measures, cached per driver (its crops and points) and per pair (the baseline)."""
+
+    def __init__(self, work: Path):
+        self.work, self.mesh, self.cache = work, MeshInstrument(RENDER.score_upscale), {}
+
+    def mesh_ratios(self, faces):
+        return self.mesh.ratios(sharpen(faces, RENDER.score_mesh_sharpen))
+
+    def driver(self, d: str, v: str):
+        if (d, v) not in self.cache:
+            track = DriverTrack(self.work / f"results/tracks/{d}/{v}.h5")
+            kept = np.flatnonzero(track.kept)
+            crops = track.read_crops(0, track.n)[track.kept]
+            points = driver_landmarks(track, "faceapi", self.work / f"results/videos/{d}/{v}.mp4",
+                                      self.work / "results/weights/face-api")
+            dlib_lm = np.asarray(track.landmarks[:])[kept]
+            self.cache[(d, v)] = {"track": track, "points": points, "mesh": self.mesh_ratios(crops),
+                                  "dlib": landmark_ratios(dlib_lm), "dlib_lm": dlib_lm}
+        return self.cache[(d, v)]
+
+
+def main() -> None:
+    kind, work = sys.argv[1], Path(sys.argv[2])
+    names = sys.argv[3:] or list(VARIANTS)
+    meter = Meter(work)
+    pairs = pairs_of(kind, work)
+    rows = []
+    t0 = time.perf_counter()
+    for actor in dict.fromkeys(a for a, _, _ in pairs):
+        faces_path = work / f"results/faces/{actor}.h5"
+        faces = read_faces(faces_path)
+        codec = Codec(load_model(work / f"results/models/{actor}/model.pt"))
+        mu = codec.encode(faces["data"])
+        openings_of = _dlib_openings(codec, faces, faces_path)
+        for name in names:
+            map_kw, drive_kw = VARIANTS[name]
+            module, report = fit_and_calibrate(faces["landmarks"], mu, dataclasses.replace(RetargetSettings(), **map_kw),
+                                               openings_of)
+            plan = dataclasses.replace(DrivePlan(), **drive_kw)
+            for a, d, v in pairs:
+                if a != actor:
+                    continue
+                drv = meter.driver(d, v)
+                track = drv["track"]
+                z, _ = retarget_track(module, track, plan.neutral, plan.gain, transfer=plan.transfer, landmarks=drv["points"])
+                rendered = codec.decode(z[track.kept])
+                base_idx = retrieval_index(faces["landmarks"], drv["dlib_lm"])
+                key = ("base", a, d)
+                if key not in meter.cache:
+                    base = faces["data"][base_idx]
+                    meter.cache[key] = (meter.mesh_ratios(base), dlib_ratios(base, track.align_config(FACE_SIZE),
+                                                                              RENDER.score_upscale, RENDER.score_sharpen))
+                base_mesh, base_dlib = meter.cache[key]
+                mesh = meter.mesh_ratios(rendered)
+                dl = dlib_ratios(rendered, track.align_config(FACE_SIZE), RENDER.score_upscale, RENDER.score_sharpen)
+                row = {"variant": name, "actor": a, "driver": d, "frames": int(track.kept.sum())}
+                for k, part in enumerate(("mouth", "eye")):
+                    row[f"mesh_{part}"] = pearson(drv["mesh"][:, k], mesh[:, k])
+                    row[f"base_mesh_{part}"] = pearson(drv["mesh"][:, k], base_mesh[:, k])
+                    row[f"amp_mesh_{part}"] = amplitude_ratio(mesh[:, k], base_mesh[:, k])
+                    row[f"dlib_{part}"] = pearson(drv["dlib"][:, k], dl[:, k])
+                    row[f"base_dlib_{part}"] = pearson(drv["dlib"][:, k], base_dlib[:, k])
+                row.update({f"fit_{k}": report.get(k) for k in ("readout_mouth_r", "readout_mouth", "readout_eye_r", "cv_r2")})
+                rows.append(row)
+                print(f"{time.perf_counter() - t0:6.0f}s {name:14s} {a}<-{d}: mouth {row['mesh_mouth']:.3f} (base "
+                      f"{row['base_mesh_mouth']:.3f}) amp {row['amp_mesh_mouth']:.2f} eye {row['mesh_eye']:.3f} "
+                      f"dlib mouth {row['dlib_mouth']:.3f}", flush=True)
+    table = pd.DataFrame(rows)
+    out = REPO / "bench" / "results" / f"mouth_sweep_{kind}.tsv"
+    if out.is_file():  # keep the other variants' rows
+        old = pd.read_csv(out, sep="\t")
+        table = pd.concat([old[~old.variant.isin(names)], table], ignore_index=True)
+    table.to_csv(out, sep="\t", index=False, float_format="%.4f")
+    summary(table)
+
+
+def summary(table: pd.DataFrame) -> None:
+    g = table.groupby("variant")
+    within = g.apply(lambda t: float((t.mesh_mouth >= t.base_mesh_mouth - 0.05).mean()), include_groups=False)
+    amp_max = g.amp_mesh_mouth.max()
+    med = g[["mesh_mouth", "amp_mesh_mouth", "mesh_eye", "dlib_mouth", "base_mesh_mouth"]].median()
+    print(pd.concat([med, within.rename("within_0.05"), amp_max.rename("amp_max")], axis=1).round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()
