@@ -19,6 +19,7 @@ Writes bench/results/mouth_sweep_{set}.tsv (one row per variant and pair) and pr
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from benchlib import REPO  # noqa: E402
 sys.path.insert(0, str(REPO / "workflow"))
 from facevae import FACE_SIZE  # noqa: E402
 from facevae.driving import DrivePlan, RetargetSettings, driver_landmarks, fit_and_calibrate, retarget_track  # noqa: E402
+import facevae.driving.fit as fit_module  # noqa: E402
 from facevae.driving.fit import _dlib_openings  # noqa: E402
 from facevae.expression import pearson  # noqa: E402
 from facevae.faces.io import DriverTrack, read_faces  # noqa: E402
@@ -42,15 +44,22 @@ from facevae.scoring import amplitude_ratio, retrieval_index  # noqa: E402
 
 RENDER = RenderConfig()
 
-# variant name -> (map settings, drive settings)
+# variant name -> (map settings, drive settings, fit constants). "gate": the read-out's held-out r floor
+# (facevae.driving.fit.READOUT_MIN_R; 0 keeps both steps whatever their cross-validated r).
 VARIANTS = {
-    "default": ({}, {}),
-    "nw0.05": ({"map": "nadaraya", "bandwidth": 0.05}, {}),
-    "nw0.1": ({"map": "nadaraya", "bandwidth": 0.1}, {}),
-    "nw0.2": ({"map": "nadaraya", "bandwidth": 0.2}, {}),
-    "nw0.1-noread": ({"map": "nadaraya", "bandwidth": 0.1, "readout": False}, {}),
-    "krr-l0.01": ({"l2": 0.01}, {}),
-    "krr-bw0.25": ({"bandwidth": 0.25}, {}),
+    "default": ({}, {}, {}),
+    "gate0": ({}, {}, {"gate": 0.0}),
+    "nw0.02": ({"map": "nadaraya", "bandwidth": 0.02}, {}, {}),
+    "nw0.05": ({"map": "nadaraya", "bandwidth": 0.05}, {}, {}),
+    "nw0.1": ({"map": "nadaraya", "bandwidth": 0.1}, {}, {}),
+    "nw0.2": ({"map": "nadaraya", "bandwidth": 0.2}, {}, {}),
+    "nw0.05-gate0": ({"map": "nadaraya", "bandwidth": 0.05}, {}, {"gate": 0.0}),
+    "nw0.05-noread": ({"map": "nadaraya", "bandwidth": 0.05, "readout": False}, {}, {}),
+    "nw0.05-t0": ({"map": "nadaraya", "bandwidth": 0.05}, {"transfer": 0.0}, {}),
+    "nw0.05-t0.25": ({"map": "nadaraya", "bandwidth": 0.05}, {"transfer": 0.25}, {}),
+    "nw0.05-t0.5": ({"map": "nadaraya", "bandwidth": 0.05}, {"transfer": 0.5}, {}),
+    "nw0.05-t1": ({"map": "nadaraya", "bandwidth": 0.05}, {"transfer": 1.0}, {}),
+    "krr-l0.01": ({"l2": 0.01}, {}, {}),
 }
 
 
@@ -90,6 +99,9 @@ def main() -> None:
     names = sys.argv[3:] or list(VARIANTS)
     meter = Meter(work)
     pairs = pairs_of(kind, work)
+    only = os.environ.get("SWEEP_ACTORS", "").split()  # a subset of the actors (their rows replace theirs only)
+    if only:
+        pairs = [p for p in pairs if p[0] in only]
     rows = []
     t0 = time.perf_counter()
     for actor in dict.fromkeys(a for a, _, _ in pairs):
@@ -99,9 +111,14 @@ def main() -> None:
         mu = codec.encode(faces["data"])
         openings_of = _dlib_openings(codec, faces, faces_path)
         for name in names:
-            map_kw, drive_kw = VARIANTS[name]
-            module, report = fit_and_calibrate(faces["landmarks"], mu, dataclasses.replace(RetargetSettings(), **map_kw),
-                                               openings_of)
+            map_kw, drive_kw, consts = VARIANTS[name]
+            gate = fit_module.READOUT_MIN_R
+            fit_module.READOUT_MIN_R = consts.get("gate", gate)
+            try:
+                module, report = fit_and_calibrate(faces["landmarks"], mu, dataclasses.replace(RetargetSettings(), **map_kw),
+                                                   openings_of)
+            finally:
+                fit_module.READOUT_MIN_R = gate
             plan = dataclasses.replace(DrivePlan(), **drive_kw)
             for a, d, v in pairs:
                 if a != actor:
@@ -135,7 +152,8 @@ def main() -> None:
     out = REPO / "bench" / "results" / f"mouth_sweep_{kind}.tsv"
     if out.is_file():  # keep the other variants' rows
         old = pd.read_csv(out, sep="\t")
-        table = pd.concat([old[~old.variant.isin(names)], table], ignore_index=True)
+        replaced = old.variant.isin(names) & old.actor.isin(table.actor.unique())
+        table = pd.concat([old[~replaced], table], ignore_index=True)
     table.to_csv(out, sep="\t", index=False, float_format="%.4f")
     summary(table)
 
