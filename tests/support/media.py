@@ -21,6 +21,7 @@ _TPSMM = (
     "https://raw.githubusercontent.com/yoyo-nb/Thin-Plate-Spline-Motion-Model/"
     "c616878812c9870ed81ac72561be2676fd7180e2/"
 )
+_HDTF = "https://raw.githubusercontent.com/OpenTalker/SadTalker/68651ebaa6fedad57ca9c878221f9b57212040cb/test/examples/source_image/"
 _FR = "https://raw.githubusercontent.com/ageitgey/face_recognition/master/examples/"
 _FA = "https://raw.githubusercontent.com/1adrianb/face-alignment/master/test/assets/"
 
@@ -32,6 +33,7 @@ PUBLIC_MEDIA = {
     },
     **{f"videos/lp_{n}.mp4": f"{_LP}assets/examples/source/{n}.mp4" for n in ["s18", "s20", "s29", "s32"]},
     "videos/tpsmm_driving.mp4": f"{_TPSMM}assets/driving.mp4",
+    **{f"videos/hdtf_{n}.mp4": f"{_HDTF}{n}.mp4" for n in ["RD_Radio2_000", "WDA_BobMenendez_000", "WDA_EdMarkey0_000"]},
     "images/tpsmm_source.png": f"{_TPSMM}assets/source.png",
     "videos/fr_hamilton_clip.mp4": f"{_FR}short_hamilton_clip.mp4",
     "images/fr_lin-manuel-miranda.png": f"{_FR}lin-manuel-miranda.png",

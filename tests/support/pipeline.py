@@ -39,11 +39,14 @@ def train(media) -> dict:
 
 def render(media) -> dict:
     # Self-reenactment: d6 is trained on the first 25 s of its clip only, and the rest of the same
-    # clip (a local file section) drives it; tpsmm (speech, audio) drives d6 with paste-back on.
+    # clip (a local file section) drives it; tpsmm (speech, audio) drives d6 with paste-back on; an
+    # HDTF talking head (natural speech: small, fast mouth movements, the mouth half open at rest;
+    # issue 38) drives it too.
     return {
         "actors": {"d6": {"videos": {"d6": {"end": "00:00:25"}}}},
-        "drivers": {"d6rest": {"videos": {"rest": {"path": str(media("videos/lp_d6.mp4")), "start": "00:00:25"}}}},
-        "reenact": [{"actor": "d6", "driver": "tpsmm"}, {"actor": "d6", "driver": "d6rest"}],
+        "drivers": {"d6rest": {"videos": {"rest": {"path": str(media("videos/lp_d6.mp4")), "start": "00:00:25"}}},
+                    "hdtf": {"videos": {"talk": {"path": str(media("videos/hdtf_RD_Radio2_000.mp4"))}}}},
+        "reenact": [{"actor": "d6", "driver": "tpsmm"}, {"actor": "d6", "driver": "d6rest"}, {"actor": "d6", "driver": "hdtf"}],
         "render": {"panel_size": 128, "paste_back": True, "score": {"permutations": 500}},
         "explore": {"panel_size": 128, "walk": {"points": 4, "steps": 10}, "interpolate": {"steps": 12},
                     "samples": {"rows": 4, "cols": 4}},
