@@ -88,3 +88,53 @@ def test_a_dataset_with_an_unavailable_filter_is_one_error(tmp_path):
             node.id.write_direct_chunk((row, 0, 0, 0), b"not zstd at all")
     with pytest.raises(FacevaeError, match=r"actors\.a\.dataset: .*filtered.h5 dataset 'data' cannot be read"):
         fds.fetch_dataset(str(path), tmp_path / "a.h5", actor="a", size=64)
+
+
+# --- item 2: a dataset URL is downloaded under the download: limits, like a video ----------------
+
+
+@pytest.fixture
+def dataset_server(tmp_path):
+    """A loopback MediaServer (tests/support) serving one real blog-format HDF5 (5 faces)."""
+    from support.media_server import MediaServer
+
+    path = tmp_path / "serve" / "blog.h5"
+    path.parent.mkdir()
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("data", data=np.random.default_rng(3).integers(0, 255, (5, 64, 64, 3), dtype=np.uint8))
+    with MediaServer({"blog.h5": path}) as server:
+        yield server
+
+
+@pytest.mark.parametrize("download, words", [
+    ({"retries": 0, "min_speed_kbps": 5, "stall_seconds": 2}, "is too slow"),
+    ({"retries": 0, "min_speed_kbps": 0, "deadline_minutes": 0.05}, "did not finish within download.deadline_minutes (0.05 min)"),
+], ids=["min-speed", "deadline"])
+def test_a_trickling_dataset_server_is_stopped(tmp_path, dataset_server, download, words):
+    """Content-Length, then one byte a second: before, faces_dataset waited for ever on a 0-byte temp."""
+    import time
+
+    url = f"{dataset_server.url}/trickle/blog.h5"
+    started = time.monotonic()
+    with pytest.raises(FacevaeError) as err:
+        fds.fetch_dataset(url, tmp_path / "out" / "a.h5", actor="a", size=64, download=download)
+    assert time.monotonic() - started < 30
+    assert str(err.value).startswith(f"actors.a.dataset: download of {url} ") and words in str(err.value), str(err.value)
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_a_dataset_download_retries_transient_errors_only(tmp_path, dataset_server):
+    url = dataset_server.url
+    got = fds.fetch_dataset(f"{url}/flaky/blog.h5", tmp_path / "a.h5", actor="a", size=64, download={"retries": 1})
+    assert got["count"] == 5 and dataset_server.requests["flaky/blog.h5"] == 2  # the 503, then the file
+    with pytest.raises(FacevaeError, match=r"actors\.b\.dataset: download of .*/nothing.h5 failed: HTTP Error 404"):
+        fds.fetch_dataset(f"{url}/nothing.h5", tmp_path / "b.h5", actor="b", size=64, download={"retries": 3})
+    assert dataset_server.requests["nothing.h5"] == 1  # a 404 is not retried
+
+
+def test_a_dataset_cut_short_is_an_error_not_a_short_file(tmp_path, dataset_server):
+    url = f"{dataset_server.url}/short/blog.h5"
+    with pytest.raises(FacevaeError, match=r"actors\.a\.dataset: download of .*short/blog.h5 failed: IncompleteRead"):
+        fds.fetch_dataset(url, tmp_path / "out" / "a.h5", actor="a", size=64, download={"retries": 1})
+    assert dataset_server.requests["short/blog.h5"] == 2  # retried once (transient), then the error
+    assert not list((tmp_path / "out").iterdir())

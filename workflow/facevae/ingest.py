@@ -10,19 +10,15 @@ import json
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import time
 from pathlib import Path
 
 from facevae import FacevaeError, __version__
+from facevae import download as dl
 from facevae import video as vid
 
 log = logging.getLogger(__name__)
-
-# Messages of errors that a later attempt may not see again.
-_TRANSIENT = ("HTTP Error 5", "HTTP Error 429", "timed out", "Connection reset", "Connection aborted",
-              "Remote end closed", "IncompleteRead", "Temporary failure", "EOF occurred")
 
 
 class IngestError(FacevaeError):
@@ -132,7 +128,7 @@ def _download(entry: dict, work: Path, download: dict) -> tuple[Path, str]:
         "noplaylist": True,
         "retries": 3,
         "fragment_retries": 3,
-        "socket_timeout": 30,
+        "socket_timeout": dl.SOCKET_TIMEOUT,
         "quiet": True,
         "noprogress": True,
         "no_warnings": False,
@@ -144,9 +140,9 @@ def _download(entry: dict, work: Path, download: dict) -> tuple[Path, str]:
         # Fetch only the section; cutting at exact times (not keyframes) re-encodes around the cuts.
         options["download_ranges"] = download_range_func(None, [(start or 0.0, end if end is not None else float("inf"))])
         options["force_keyframes_at_cuts"] = True
-    attempts = 1 + int(download.get("retries", 3))
+    attempts = dl.attempts(download)
     section = "download_ranges" in options
-    with _Watchdog(entry, work, download):
+    with dl.Watchdog(describe(entry), entry["url"], work, download, error=IngestError):
         try:
             info = _fetch(entry, options, work, attempts)
             fetched = _downloaded_file(entry, info, work)
@@ -191,8 +187,8 @@ def _fetch(entry: dict, options: dict, work: Path, attempts: int) -> dict:
                 return ydl.extract_info(entry["url"], download=True)
         except yt_dlp.utils.DownloadError as err:
             message = str(err).removeprefix("ERROR: ").strip()
-            if attempt < attempts and any(marker in message for marker in _TRANSIENT):
-                wait = min(2 ** (attempt - 1), 30)
+            if attempt < attempts and dl.transient(message):
+                wait = dl.retry_wait(attempt)
                 log.warning("%s: attempt %d/%d failed (%s); retrying in %d s", describe(entry), attempt, attempts, message, wait)
                 time.sleep(wait)
                 continue
@@ -208,62 +204,6 @@ def _downloaded_file(entry: dict, info: dict, work: Path) -> Path:
     if not files:
         raise IngestError(f"{describe(entry)}: yt-dlp reported success for {entry['url']} but wrote no file")
     return files[0]
-
-
-class _TooSlow(BaseException):
-    """Raised by :class:`_Watchdog`'s timer inside the download (BaseException: yt-dlp's
-    ``except Exception`` blocks do not swallow it, and its ffmpeg downloader kills ffmpeg on it)."""
-
-
-class _Watchdog:
-    """Stops a download that is too slow or too long: every second after ``download.stall_seconds``
-    the bytes written so far (files in ``work``, whichever downloader writes them) are checked
-    against ``download.min_speed_kbps``, and the whole download against ``download.deadline_minutes``.
-    A server that trickles a byte every few seconds never trips a socket timeout; this does.
-    Uses SIGALRM (rule scripts run in the main thread); elsewhere it does nothing."""
-
-    def __init__(self, entry: dict, work: Path, download: dict):
-        self.entry, self.work = entry, work
-        self.min_rate = float(download.get("min_speed_kbps", 10)) * 1000
-        self.stall = float(download.get("stall_seconds", 60))
-        self.deadline = float(download.get("deadline_minutes", 120)) * 60
-        self.armed = False
-
-    def _written(self) -> int:
-        return sum(p.stat().st_size for p in self.work.rglob("*") if p.is_file())
-
-    def _check(self, signum, frame):
-        elapsed = time.monotonic() - self.t0
-        url = self.entry["url"]
-        if elapsed >= self.deadline:
-            raise _TooSlow(f"{describe(self.entry)}: download of {url} did not finish within download.deadline_minutes "
-                           f"({self.deadline / 60:g} min)")
-        if self.min_rate > 0 and elapsed >= self.stall:
-            rate = self._written() / elapsed
-            if rate < self.min_rate:
-                raise _TooSlow(f"{describe(self.entry)}: download of {url} is too slow: {rate / 1000:.2f} kB/s over "
-                               f"{elapsed:.0f} s, below download.min_speed_kbps ({self.min_rate / 1000:g}); the server "
-                               "stalls or trickles (raise download.stall_seconds or lower download.min_speed_kbps "
-                               "for a slow link)")
-
-    def __enter__(self):
-        import threading
-
-        self.t0 = time.monotonic()
-        if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-            self.previous = signal.signal(signal.SIGALRM, self._check)
-            first = min(self.stall, self.deadline)
-            signal.setitimer(signal.ITIMER_REAL, first, 1.0)
-            self.armed = True
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if self.armed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
-        if isinstance(err, _TooSlow):
-            raise IngestError(str(err)) from None
-        return False
 
 
 class _YtdlpLogger:

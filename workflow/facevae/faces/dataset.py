@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -24,6 +23,7 @@ import pandas as pd
 
 from facevae import FACE_SIZE, FacevaeError, __version__
 from facevae.atomic import write_png, write_text
+from facevae.download import fetch_file
 from facevae import sheets
 from facevae.faces import io as fio
 from facevae.faces.track import REASONS
@@ -225,23 +225,17 @@ def _counts(table: pd.DataFrame, person: str, role: str) -> dict:
 # --- actors.<a>.dataset ------------------------------------------------------------------------
 
 
-def fetch_dataset(source: str, out: Path | str, *, actor: str, size: int, retries: int = 3) -> dict:
-    """Copy (path) or download (http/https URL) a blog-format HDF5, check it, move it to ``out``."""
+def fetch_dataset(source: str, out: Path | str, *, actor: str, size: int, download: dict | None = None) -> dict:
+    """Copy (path) or download (http/https URL, under the ``download:`` limits: see
+    :mod:`facevae.download`) a blog-format HDF5, check it, move it to ``out``."""
     out = Path(out)
     key = f"actors.{actor}.dataset"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)[1])
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))  # the watchdog's to count
+    tmp = work / "dataset.h5"
     try:
         if source.startswith(("http://", "https://")):
-            for attempt in range(1, retries + 2):
-                try:
-                    with urllib.request.urlopen(source, timeout=60) as response, open(tmp, "wb") as handle:
-                        shutil.copyfileobj(response, handle, 1 << 20)
-                    break
-                except OSError as err:
-                    if attempt > retries:
-                        raise FacevaeError(f"{key}: download of {source} failed: {err}") from None
-                    log.warning("%s: attempt %d failed (%s); retrying", key, attempt, err)
+            fetch_file(source, tmp, download or {}, key)
         else:
             if not Path(source).is_file():
                 raise FacevaeError(f"{key}: file not found: {source}")
@@ -252,7 +246,7 @@ def fetch_dataset(source: str, out: Path | str, *, actor: str, size: int, retrie
         os.replace(tmp, out)
         return {**summary, "source": source}
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def dataset_report(h5_path: Path | str, actor: str, source: str, out_kept: Path | str, out_counts: Path | str) -> dict:
