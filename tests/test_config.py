@@ -121,3 +121,90 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
     run = subprocess.run([Path(sys.executable).parent / "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
                           str(tmp_path), "-n"], capture_output=True, text=True, timeout=hang_guard(120))
     assert run.returncode != 0 and "config.yaml, line 4, column 3: not valid YAML" in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    # an actor named twice: only the second was planned, silently
+    ('actors:\n  a:\n    videos: {v: {url: "https://x/y.mp4"}}\n  a:\n    videos: {w: {url: "https://x/z.mp4"}}\n',
+     "actors.a", (2, 4)),
+    # a video named twice inside one actor (block style)
+    ('actors:\n  a:\n    videos:\n      v: {url: "https://x/y.mp4"}\n      v: {url: "https://x/z.mp4"}\n',
+     "actors.a.videos.v", (4, 5)),
+    # a top-level section twice
+    ('actors: {a: {videos: {v: {url: "https://x/y.mp4"}}}}\ntrain: {epochs: 3}\ntrain: {epochs: 5}\n', "train", (2, 3)),
+    # flow style, same line
+    ('actors: {a: {videos: {v: {url: "https://x/y.mp4", url: "https://x/z.mp4"}}}}\n', "actors.a.videos.v.url", (1, 1)),
+], ids=["actor", "video", "section", "flow-key"])
+def test_a_key_given_twice_is_refused_with_file_and_lines(tmp_path, text, key, lines):
+    """YAML keeps the last of two equal keys without a word (issue 39, item 3)."""
+    from facevae.config import check_yaml_file
+
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        check_yaml_file(path)
+    assert err.value.key == key
+    assert f"{path}, line {lines[1]}: '{key.rsplit('.', 1)[-1]}' is given twice (first on line {lines[0]})" in str(err.value)
+
+
+def test_merge_keys_and_equal_names_in_different_mappings_are_not_duplicates(tmp_path):
+    from facevae.config import check_yaml_file
+
+    path = tmp_path / "config.yaml"
+    path.write_text('base: &v {url: "https://x/y.mp4"}\nactors:\n  a: {videos: {v: {<<: *v, start: 1}}}\n'
+                    '  b: {videos: {v: {<<: *v, url: "https://x/z.mp4"}}}\n')
+    check_yaml_file(path)  # no error: an explicit key beside a merge overrides it by design
+
+
+@pytest.mark.parametrize("where", ["config.yaml", "--configfile"])
+def test_snakemake_refuses_a_duplicate_key_in_every_config_file(tmp_path, where):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    text = ('actors:\n  a:\n    videos: {v: {url: "https://example.org/y.mp4"}}\n'
+            '  a:\n    videos: {w: {url: "https://example.org/z.mp4"}}\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    args = []
+    if where == "config.yaml":
+        path = work / "config.yaml"
+    else:
+        (work / "config.yaml").write_text('actors: {d: {videos: {v: {url: "https://example.org/y.mp4"}}}}\n')
+        path = tmp_path / "mine.yaml"
+        args = ["--configfile", str(path)]
+    path.write_text(text)
+    run = subprocess.run([Path(sys.executable).parent / "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                          str(work), "-n", *args], capture_output=True, text=True, timeout=hang_guard(120))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-2000:]
+    assert "config error at actors.a: " in output and "line 4: 'a' is given twice (first on line 2)" in output, output[-2000:]
+
+
+def test_a_configfile_that_does_not_parse_is_named_by_the_checker(tmp_path):
+    """Snakemake parses --configfile before the Snakefile runs ("Config file is not valid JSON or
+    YAML", no file, line or column): `python -m facevae.config FILE` names all three."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "mine.yaml"
+    bad.write_text('actors:\n  a:\n    videos: {v: {url: "https://x/y.mp4"}\n  b: [\n')
+    good = tmp_path / "good.json"
+    good.write_text('{"actors":\t{"a": {"videos": {"v": {"url": "https://example.org/y.mp4"}}}}}')
+    run = subprocess.run([sys.executable, "-m", "facevae.config", str(good), str(bad)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "workflow")}, timeout=hang_guard(60))
+    assert run.returncode == 1 and f"{bad}, line 4, column 3: not valid YAML" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    run = subprocess.run([sys.executable, "-m", "facevae.config", str(good)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "workflow")}, timeout=hang_guard(60))
+    assert run.returncode == 0 and "OK" in run.stdout, run.stderr
+
+
+def test_a_json_configfile_with_a_key_twice_is_refused(tmp_path):
+    from facevae.config import check_yaml_file
+
+    path = tmp_path / "c.json"
+    path.write_text('{"actors":\t{"a": {"videos": {}}, "a": {"videos": {}}}}')
+    with pytest.raises(ConfigError, match=r"c.json: 'a' is given twice in one JSON object"):
+        check_yaml_file(path)

@@ -120,16 +120,75 @@ def _resolve(ref: str, root: dict) -> dict:
 
 def check_yaml_file(path: Path | str) -> None:
     """ConfigError naming the file, line and column when ``path`` is not valid YAML (Snakemake's
-    own message for a config file that does not parse names none of them)."""
+    own message for a config file that does not parse names none of them), and naming the file,
+    the lines and the key path when a mapping gives one key twice (YAML keeps the last one without
+    a word: an actor or a video named twice was planned once, from its last entry)."""
     try:
-        with open(path) as handle:
-            yaml.safe_load(handle)
+        with open(path, encoding="utf-8") as handle:
+            root = yaml.compose(handle, Loader=yaml.SafeLoader)
     except yaml.YAMLError as err:
+        if _json_unique_keys(path):  # Snakemake reads JSON too (a tab YAML refuses is fine there)
+            return
         mark = getattr(err, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         context = getattr(err, "context", None)
         raise ConfigError("", f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError("", f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if root is not None:
+        _check_unique_keys(root, [], path, set())
+
+
+def _json_unique_keys(path) -> bool:
+    """False when ``path`` is not JSON; ConfigError when a JSON object repeats a key; else True."""
+    import json
+
+    def pairs(items):
+        keys = [key for key, _ in items]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise ConfigError(key, f"{path}: '{key}' is given twice in one JSON object; JSON readers keep only "
+                                       "the last, silently -- merge the two entries or rename one")
+        return dict(items)
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            json.load(handle, object_pairs_hook=pairs)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _check_unique_keys(node, parts: list, path, seen: set) -> None:
+    """ConfigError at the first mapping (depth first, in file order) that repeats a key."""
+    if id(node) in seen:  # an alias: its node was checked where it was defined (and an alias bomb stays linear)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict = {}
+        constructor = yaml.SafeLoader("")
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                continue
+            try:
+                key = constructor.construct_object(key_node, deep=True)
+                hash(key)
+            except (yaml.YAMLError, TypeError):
+                key = key_node.start_mark  # a mapping or list as a key: never equal to another
+            if key in first:
+                raise ConfigError(key_path(parts + [key]),
+                                  f"{path}, line {key_node.start_mark.line + 1}: '{key}' is given twice (first on line "
+                                  f"{first[key].line + 1}); YAML would keep only the last, silently -- merge the two "
+                                  "entries or rename one")
+            first[key] = key_node.start_mark
+            _check_unique_keys(value_node, parts + [key], path, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_unique_keys(item, parts + [index], path, seen)
 
 
 def time_to_seconds(value: str | float | int | None) -> float | None:
@@ -321,3 +380,50 @@ def video_entry(config: dict, person: str, video: str) -> dict:
         "start": time_to_seconds(spec.get("start")),
         "end": time_to_seconds(spec.get("end")),
     }
+
+
+def main(argv=None) -> int:
+    """``python -m facevae.config FILE...``: check config files as ``snakemake --configfile FILE...``
+    would read them (YAML syntax with file, line and column; keys given twice; the merged config
+    against the schema). Snakemake stops at a --configfile that does not parse before the
+    Snakefile runs, with a message that names no file: this names it."""
+    import sys
+
+    paths = list(sys.argv[1:] if argv is None else argv) or ["config.yaml"]
+    try:
+        merged: dict = {}
+        for path in paths:
+            if not Path(path).is_file():
+                raise ConfigError("", f"{path}: file not found")
+            check_yaml_file(path)
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+            try:  # as Snakemake reads it: JSON first, then YAML
+                import json
+
+                loaded = json.loads(text)
+            except ValueError:
+                loaded = yaml.safe_load(text)
+            if not isinstance(loaded, dict):
+                raise ConfigError("", f"{path}: the top level must be a mapping of keys (actors: ...), not "
+                                      f"{type(loaded).__name__}")
+            _merge_into(merged, loaded)
+        validate(merged)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"{', '.join(paths)}: OK")
+    return 0
+
+
+def _merge_into(into: dict, new: dict) -> None:
+    """Snakemake's update_config: nested mappings merge, anything else replaces."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge_into(into[key], value)
+        else:
+            into[key] = value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
