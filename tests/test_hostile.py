@@ -138,3 +138,82 @@ def test_a_dataset_cut_short_is_an_error_not_a_short_file(tmp_path, dataset_serv
         fds.fetch_dataset(url, tmp_path / "out" / "a.h5", actor="a", size=64, download={"retries": 1})
     assert dataset_server.requests["short/blog.h5"] == 2  # retried once (transient), then the error
     assert not list((tmp_path / "out").iterdir())
+
+
+# --- item 9: serve_page serves the page's own files and answers only to this machine's names ------
+
+
+@pytest.fixture(scope="module")
+def page_site(tmp_path_factory):
+    """A page folder (index, a module, a vendor subfolder, a hidden temp, links in and out) served
+    by the real serve_page on a loopback port."""
+    from facevae.serve_page import serve
+
+    tmp_path = tmp_path_factory.mktemp("page")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("private")
+    site = tmp_path / "site"
+    (site / "vendor").mkdir(parents=True)
+    (site / "index.html").write_text("<!doctype html><title>t</title>")
+    (site / "app.js").write_text("export default 1;")
+    (site / "vendor" / "ort.mjs").write_text("export const ort = 1;")
+    (site / ".page.json.1234.tmp").write_text("{half a file")  # an atomic writer's temporary
+    (site / ".git").mkdir()
+    (site / ".git" / "config").write_text("[core]")
+    (site / "passwd").symlink_to(outside / "secret.txt")  # ln -s /etc/passwd
+    (site / "up").symlink_to(outside, target_is_directory=True)
+    (site / "same.js").symlink_to(site / "app.js")  # a link that stays inside: the page's own file
+    (site / "empty").mkdir()
+    server = serve(site)
+    yield {"port": server.server_address[1], "site": site}
+    server.shutdown()
+    server.server_close()
+
+
+def _get(port: int, path: str, host: str | None = None) -> tuple[int, bytes]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+    connection.putheader("Host", host if host is not None else f"127.0.0.1:{port}")
+    connection.endheaders()
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    return response.status, body
+
+
+@pytest.mark.parametrize("path", ["/passwd", "/up/secret.txt", "/up/", "/.page.json.1234.tmp", "/.git/config",
+                                  "/vendor/", "/empty/", "/vendor/../.git/config", "/%2e%2e/outside/secret.txt"],
+                         ids=["link-out", "dir-link-out", "dir-link-listing", "hidden-temp", "hidden-dir", "listing",
+                              "empty-listing", "dotdot-hidden", "encoded-dotdot"])
+def test_serve_page_refuses_what_is_not_the_page(page_site, path):
+    status, body = _get(page_site["port"], path)
+    assert status == 404, (status, body[:200])
+    assert b"private" not in body and b"[core]" not in body and b"ort.mjs" not in body and b"half a file" not in body
+
+
+def test_serve_page_serves_the_page_and_links_inside_it(page_site):
+    port = page_site["port"]
+    assert _get(port, "/") == (200, b"<!doctype html><title>t</title>")
+    assert _get(port, "/vendor/ort.mjs") == (200, b"export const ort = 1;")
+    assert _get(port, "/same.js") == (200, b"export default 1;")
+    for host in ("localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}", "[::1]", f"[::1]:{port}",
+                 "LOCALHOST:1"):
+        assert _get(port, "/app.js", host)[0] == 200, host
+
+
+@pytest.mark.parametrize("host", ["evil.example", f"evil.example:8000", "127.0.0.1.evil.example", "localhost.evil",
+                                  "", "[::2]"], ids=["name", "name-port", "suffix", "prefix", "empty", "other-v6"])
+def test_serve_page_refuses_other_hosts(page_site, host):
+    """DNS rebinding: a page elsewhere whose name resolves to 127.0.0.1 must not read the models."""
+    status, body = _get(page_site["port"], "/app.js", host)
+    assert status == 421 and b"export" not in body, (status, body[:200])
+
+
+@pytest.mark.parametrize("path", ["/%00", "/app.js%00.png", "/%00/x"])
+def test_serve_page_answers_400_to_a_nul_byte(page_site, path, capfd):
+    status, _ = _get(page_site["port"], path)
+    assert status == 400
+    assert "Traceback" not in capfd.readouterr().err

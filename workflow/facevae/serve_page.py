@@ -5,6 +5,13 @@ wasm MIME types (module scripts and wasm streaming refuse others), the COOP/COEP
 make the page cross-origin isolated, which multi-threaded wasm needs (without them onnxruntime-web
 runs on one thread), and byte ranges (Python's plain server has none, and a browser cannot seek
 in a video served without them). ``python -m facevae.serve_page results/explore/d6 [--port 8000]``.
+
+It serves the page's own files and nothing else: no file whose real path (symlinks resolved) is
+outside the folder (a link to /etc/passwd), no hidden file or folder (an atomic writer's
+``.page.json.<pid>.tmp``), no directory listing; and it answers only requests whose ``Host`` is
+this machine's loopback name (localhost, 127.0.0.1, [::1]): a page on another site whose name is
+rebound to 127.0.0.1 (DNS rebinding) gets 421 instead of the actor's models. A request whose path
+holds a NUL byte gets 400 (it was a traceback).
 """
 
 from __future__ import annotations
@@ -12,8 +19,11 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import os
+import re
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 
 TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
@@ -36,11 +46,45 @@ class _Limited:
         self.handle.close()
 
 
+#: The names of this machine's loopback interface, with an optional port (case-insensitive).
+ALLOWED_HOST = re.compile(r"(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?", re.IGNORECASE)
+
+
 class PageHandler(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **TYPES}
 
+    def _refused(self) -> bool:
+        """Answer and return True when the request is not for one of the page's own files."""
+        host = self.headers.get("Host", "")
+        if not ALLOWED_HOST.fullmatch(host.strip()):
+            self.send_error(421, "this server answers only to localhost, 127.0.0.1 and [::1]")
+            return True
+        raw = urllib.parse.unquote(self.path.split("?", 1)[0].split("#", 1)[0], errors="surrogatepass")
+        if "\x00" in raw:
+            self.send_error(400, "bad path")
+            return True
+        parts = [part for part in raw.split("/") if part not in ("", ".")]
+        if any(part.startswith(".") for part in parts):  # hidden files and folders, and every ".."
+            self.send_error(404)
+            return True
+        root = os.path.realpath(self.directory)
+        real = os.path.realpath(self.translate_path(self.path))
+        if real != root and not real.startswith(root + os.sep):  # a symlink that leads out of the page
+            self.send_error(404)
+            return True
+        if os.path.isdir(real) and not os.path.isfile(os.path.join(real, "index.html")):
+            self.send_error(404)  # no directory listing (a folder with index.html serves that)
+            return True
+        return False
+
+    def list_directory(self, path):  # never reached after _refused; kept shut for safety
+        self.send_error(404)
+        return None
+
     def send_head(self):
         """Byte ranges (RFC 7233, one range): a browser seeks in a served video only with them."""
+        if self._refused():
+            return None
         spec = self.headers.get("Range", "")
         path = Path(self.translate_path(self.path))
         if not spec.startswith("bytes=") or "," in spec or not path.is_file():
