@@ -95,8 +95,8 @@ def test_decide_dominant_identity_without_reference():
 
 
 def test_parse_frame_list():
-    assert parse_frame_list([3, "10-12", 3]) == {3, 10, 11, 12}
-    assert parse_frame_list(None) == set()
+    assert parse_frame_list([3, "10-12", 3]) == [(3, 3), (10, 12), (3, 3)]
+    assert parse_frame_list(None) == []
 
 
 def _track(n=10, fps=10.0):

@@ -217,3 +217,42 @@ def test_serve_page_answers_400_to_a_nul_byte(page_site, path, capfd):
     status, _ = _get(page_site["port"], path)
     assert status == 400
     assert "Traceback" not in capfd.readouterr().err
+
+
+# --- item 4: exclude ranges -----------------------------------------------------------------------
+
+
+def _exclude_config(frames):
+    return {"actors": {"a": {"videos": {"v": {"url": "https://example.org/a.mp4"}}, "exclude": {"v": frames}}}}
+
+
+@pytest.mark.parametrize("frames, index", [(["20-10"], 0), ([3, "5-6", "9-8"], 2)])
+def test_a_reversed_exclude_range_names_the_key(frames, index):
+    """"20-10" excluded nothing, without a word."""
+    from facevae.config import ConfigError, validate
+
+    with pytest.raises(ConfigError) as err:
+        validate(_exclude_config(frames))
+    assert err.value.key == f"actors.a.exclude.v.{index}"
+    assert f"the range '{frames[index]}' runs backwards" in str(err.value)
+
+
+def test_a_huge_exclude_range_stays_a_range():
+    """"0-1000000000" built a set of a billion ints (~380 MB per 5 M); now a range, clipped to the video."""
+    import time
+    import tracemalloc
+
+    from facevae.config import validate
+    from facevae.faces.track import exclusion_mask, parse_frame_list
+
+    validate(_exclude_config(["0-1000000000"]))
+    tracemalloc.start()
+    started = time.perf_counter()
+    ranges = parse_frame_list([7, "0-5000000", "4999990-1000000000", 12])
+    mask = exclusion_mask(ranges, 300)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000 and time.perf_counter() - started < 1.0, peak
+    assert mask.shape == (300,) and mask.all()
+    assert exclusion_mask(parse_frame_list([3, "10-12", 3, "400-500"]), 20).nonzero()[0].tolist() == [3, 10, 11, 12]
+    assert not exclusion_mask(parse_frame_list(None), 5).any()

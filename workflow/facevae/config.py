@@ -334,10 +334,15 @@ def _check_faces(config: dict) -> None:
             if source and not re.match(r"^https?://", source) and not Path(source).is_file():
                 raise ConfigError(f"{section}.{person}.dataset", f"file not found: {source} (a blog-format HDF5 path or http(s) URL)")
             videos = entry.get("videos") or {}
-            for video in entry.get("exclude") or {}:
+            for video, frames in (entry.get("exclude") or {}).items():
                 if video not in videos:
                     raise ConfigError(f"{section}.{person}.exclude.{video}",
                                       f"'{video}' is not one of {person}'s videos ({', '.join(sorted(videos)) or 'none'})")
+                for index, item in enumerate(frames or []):
+                    first, _, last = str(item).partition("-")
+                    if last and int(last) < int(first):  # it excluded nothing, silently
+                        raise ConfigError(f"{section}.{person}.exclude.{video}.{index}",
+                                          f"the range '{item}' runs backwards: write first-last, e.g. '{last}-{first}'")
 
 
 def _check_train(config: dict) -> None:
