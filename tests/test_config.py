@@ -208,3 +208,55 @@ def test_a_json_configfile_with_a_key_twice_is_refused(tmp_path):
     path.write_text('{"actors":\t{"a": {"videos": {}}, "a": {"videos": {}}}}')
     with pytest.raises(ConfigError, match=r"c.json: 'a' is given twice in one JSON object"):
         check_yaml_file(path)
+
+
+def _long_name(n: int, seed: int) -> str:
+    import random
+
+    rng = random.Random(seed)  # not periodic: Snakemake refuses a wildcard that repeats a substring 20 times
+    return rng.choice("abcdefgh") + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789_-") for _ in range(n - 1))
+
+
+def test_a_name_too_long_for_its_file_names_is_refused_with_the_limit():
+    """A 230-character video name passed and crashed at the end of the render (a temporary file
+    name over 255 bytes). Issue 39, item 6."""
+    for where in ("actor", "video"):
+        config = base()
+        name = _long_name(230, 1)
+        if where == "actor":
+            config["actors"][name] = config["actors"].pop("trump")
+            key = f"actors.{name}"
+        else:
+            config["actors"]["trump"]["videos"][name] = config["actors"]["trump"]["videos"].pop("rally")
+            key = f"actors.trump.videos.{name}"
+        err = error_of(config)
+        assert err.key == key and "is 230 characters long; names are at most 100" in str(err), str(err)
+
+
+def test_every_file_name_made_from_the_longest_names_fits(tmp_path):
+    """Every output of a dry run with 100-character names, as the temporary its writer makes
+    beside it (facevae.atomic.temp_path with the largest pid; the trackers' and ingest's
+    mkdtemp folders), stays within 255 bytes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    actor, driver, video = (_long_name(100, seed) for seed in (2, 3, 4))
+    config = {"actors": {actor: {"videos": {video: {"url": URL}}}}, "drivers": {driver: {"videos": {video: {"url": URL}}}},
+              "render": {"paste_back": True}}
+    validate(copy.deepcopy(config))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run = subprocess.run([Path(sys.executable).parent / "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                          str(tmp_path), "--configfile", str(tmp_path / "c.yaml"), "-n"], capture_output=True, text=True,
+                         timeout=hang_guard(120))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    outputs = [p.strip() for line in run.stdout.splitlines() if line.strip().startswith("output:")
+               for p in line.split("output:", 1)[1].split(",")]
+    assert any(video in p and p.endswith(".expression.png") for p in outputs)
+    longest = 0
+    for output in outputs:
+        name = Path(output).name
+        temporaries = [f".{name}.4194304.tmp{Path(name).suffix}", f".{Path(name).stem}.abcdefgh.blocks",
+                       f".{Path(name).stem}.abcdefgh.tmp"]
+        longest = max(longest, *(len(t.encode()) for t in temporaries), *(len(part.encode()) for part in Path(output).parts))
+    assert longest <= 255, longest

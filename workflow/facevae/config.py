@@ -67,6 +67,9 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
             return key_path(path + [unknown[0]]), f"unknown key '{unknown[0]}'{hint}"
     if "propertyNames" in error.absolute_schema_path:  # a bad name: point at the name itself
         bad = error.instance
+        if error.validator == "maxLength":
+            return key_path(path + [bad]), (f"'{bad[:20]}...' is {len(bad)} characters long; names are at most "
+                                            f"{error.validator_value} (they become folder and file names)")
         return key_path(path + [bad]), f"'{bad}' {error.schema.get('x-error', error.message)}"
     if error.validator == "required":
         missing = re.search(r"'([^']+)' is a required property", error.message)
