@@ -260,3 +260,17 @@ def test_every_file_name_made_from_the_longest_names_fits(tmp_path):
                        f".{Path(name).stem}.abcdefgh.tmp"]
         longest = max(longest, *(len(t.encode()) for t in temporaries), *(len(part.encode()) for part in Path(output).parts))
     assert longest <= 255, longest
+
+
+@pytest.mark.parametrize("text, shown, reading", [
+    ("123", "123", "a number"), ("1.5", "1.5", "a number"), ("yes", "True", "true or false"),
+    ("off", "False", "true or false"), ("null", "None", "no value"), ("2024-01-02", "2024-01-02", "a date"),
+])
+def test_a_name_yaml_reads_as_something_else_says_quote_it(text, shown, reading):
+    """`123:` got "must be a name of letters, digits..." -- it is one; YAML made it a number."""
+    config = yaml.safe_load(f"actors:\n  {text}:\n    videos: {{v: {{url: '{URL}'}}}}\n")
+    err = error_of(config)
+    assert err.key == f"actors.{shown}", str(err)
+    assert "YAML reads " in str(err) and f" as {reading}" in str(err) and "quote it" in str(err), str(err)
+    if reading != "true or false":  # yes/on/true all read as True: the message cannot know which was written
+        assert f"quote it: '{text}'" in str(err), str(err)

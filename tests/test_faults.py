@@ -64,3 +64,54 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(namespaces, media, tmp_path,
     assert "Traceback" not in output and "SIGSEGV" not in output, output[-3000:]
     left = done.stdout.split("LEFT", 1)[1].split()  # what the full folder holds afterwards
     assert not [p for p in left if Path(p).is_file() or Path(p).suffix], left
+
+
+# --- issue 39, item 10: messages that mislead -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_server(media):
+    from support.media_server import MediaServer
+
+    with MediaServer({"d5.mp4": media("videos/lp_d5.mp4")}) as server:
+        yield server
+
+
+def _ingest(tmp_path, **source):
+    from facevae.ingest import ingest
+
+    entry = {"person": "a", "role": "actor", "video": "v", "url": None, "path": None, "start": None, "end": None, **source}
+    out = tmp_path / "videos"
+    return ingest(entry, out / "v.mp4", out / "v.json", {"retries": 0}), out
+
+
+@pytest.mark.parametrize("where, start, end, words", [
+    ("url", 100.0, None, "start 100 s is past the end of"),
+    ("url", 4.93, 4.94, "the section 4.93-4.94 s of"),
+    ("path", 4.93, 4.94, "the section 4.93-4.94 s of"),
+], ids=["url-start-past-end", "url-tiny-section", "local-tiny-section"])
+def test_a_section_without_frames_says_so(tmp_path, media, clip_server, where, start, end, words):
+    """Was: "the downloaded file ... has no video stream", and a local section named ingest's
+    temporary folder (.v.xxxx.tmp/video.mp4)."""
+    from facevae import FacevaeError
+
+    source = f"{clip_server.url}/d5.mp4" if where == "url" else str(media("videos/lp_d5.mp4"))
+    with pytest.raises(FacevaeError) as err:
+        _ingest(tmp_path, **{where: source}, start=start, end=end)
+    message = str(err.value)
+    assert words in message and source in message and "4.94 s" in message, message
+    assert ".tmp" not in message and "no video stream" not in message, message
+    assert not list((tmp_path / "videos").iterdir())
+
+
+def test_a_password_in_a_url_is_not_written_anywhere(tmp_path, clip_server, caplog):
+    import json
+    import logging
+
+    url = clip_server.url.replace("http://", "http://user:hunter2@") + "/d5.mp4"
+    with caplog.at_level(logging.INFO):
+        meta, out = _ingest(tmp_path, url=url, start=1.0, end=2.0)
+    assert meta["frame_count"] > 0
+    assert json.loads((out / "v.json").read_text())["source"]["url"] == url.replace("hunter2", "***")
+    assert "hunter2" not in (out / "v.json").read_text() and "hunter2" not in caplog.text
+    assert "user:***@" in caplog.text  # the log still says which URL

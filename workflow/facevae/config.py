@@ -67,6 +67,8 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
             return key_path(path + [unknown[0]]), f"unknown key '{unknown[0]}'{hint}"
     if "propertyNames" in error.absolute_schema_path:  # a bad name: point at the name itself
         bad = error.instance
+        if not isinstance(bad, str):  # `123:`, `yes:`, `null:` -- a fine name that YAML made a number, bool, ...
+            return key_path(path + [bad]), f"YAML reads {_yaml_reading(bad)}; a name must be text: quote it{_as_written(bad)}"
         if error.validator == "maxLength":
             return key_path(path + [bad]), (f"'{bad[:20]}...' is {len(bad)} characters long; names are at most "
                                             f"{error.validator_value} (they become folder and file names)")
@@ -80,6 +82,27 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
         if isinstance(node, dict) and "x-error" in node:
             return key_path(path), f"{node['x-error']} (got {error.instance!r})"
     return key_path(path), error.message
+
+
+def _yaml_reading(value) -> str:
+    """How YAML 1.1 turned an unquoted key into ``value`` (for the "quote it" message)."""
+    if isinstance(value, bool):
+        return "yes/no/on/off/true/false as true or false"
+    if value is None:
+        return "null, ~ or an empty key as no value"
+    if isinstance(value, (int, float)):
+        return f"{value} as a number"
+    if hasattr(value, "isoformat"):
+        return f"{value} as a date"
+    return f"this key as {type(value).__name__}"
+
+
+def _as_written(value) -> str:
+    if isinstance(value, bool):
+        return " (e.g. 'yes':)"  # yes, on and true all read as True: the spelling is lost
+    if value is None:
+        return ": 'null'"
+    return f": '{value.isoformat() if hasattr(value, 'isoformat') else value}'"
 
 
 def _parents(error):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import re
 import shutil
 import signal
 import time
@@ -33,6 +34,21 @@ SOCKET_TIMEOUT = 30
 
 class DownloadError(FacevaeError):
     pass
+
+
+# The password of a URL's user info (scheme://user:password@host): never written to a file or a log.
+_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)(?P<password>[^/@\s]*)@")
+
+
+def redact(url: str | None) -> str | None:
+    """``url`` with the password in its user info replaced by ``***`` (the user name stays, so the
+    message still says which account)."""
+    return None if url is None else redact_text(url)
+
+
+def redact_text(text: str) -> str:
+    """Every URL password in ``text`` (a message, a log line) replaced by ``***``."""
+    return _PASSWORD.sub(lambda m: m.group("head") + "***@", text)
 
 
 def transient(message: str) -> bool:
@@ -112,17 +128,18 @@ def fetch_file(url: str, dest: Path | str, download: dict, what: str) -> Path:
     naming the URL. A body shorter than its Content-Length is an error, never a short file."""
     dest = Path(dest)
     tries = attempts(download)
-    with Watchdog(what, url, dest.parent, download):
+    shown = redact(url)
+    with Watchdog(what, shown, dest.parent, download):
         for attempt in range(1, tries + 1):
-            message = _get(url, dest)
+            message = redact_text(_get(url, dest) or "") or None
             if message is None:
                 return dest
             if attempt < tries and transient(message):
                 wait = retry_wait(attempt)
-                log.warning("%s: attempt %d/%d of %s failed (%s); retrying in %d s", what, attempt, tries, url, message, wait)
+                log.warning("%s: attempt %d/%d of %s failed (%s); retrying in %d s", what, attempt, tries, shown, message, wait)
                 time.sleep(wait)
                 continue
-            raise DownloadError(f"{what}: download of {url} failed: {message}")
+            raise DownloadError(f"{what}: download of {shown} failed: {message}")
     raise AssertionError("unreachable")
 
 

@@ -60,7 +60,7 @@ def ingest(entry: dict, out_video: Path, out_meta: Path, download: dict | None =
             "person": entry["person"],
             "role": entry["role"],
             "video": entry["video"],
-            "source": {k: entry.get(k) for k in ("url", "path", "start", "end")},
+            "source": {**{k: entry.get(k) for k in ("url", "path", "start", "end")}, "url": dl.redact(entry.get("url"))},
             **info.as_dict(),
             "sha256": vid.sha256(fetched),
             "size_bytes": fetched.stat().st_size,
@@ -84,7 +84,8 @@ def ingest(entry: dict, out_video: Path, out_meta: Path, download: dict | None =
 
 
 def _source(entry: dict) -> str:
-    return entry.get("url") or entry.get("path")
+    """The entry's URL (its password, if any, replaced by ***) or path: what messages and files show."""
+    return dl.redact(entry["url"]) if entry.get("url") else entry.get("path")
 
 
 def _ytdlp_version(entry: dict) -> dict:
@@ -99,10 +100,25 @@ def _local(entry: dict, work: Path) -> tuple[Path, str]:
     src = Path(entry["path"])
     if not src.is_file():
         raise IngestError(f"{describe(entry)}: local file not found: {src}")
-    info = vid.probe(src)
+    return _trim(entry, src, vid.probe(src), work / "video.mp4")
+
+
+def _trim(entry: dict, src: Path, info, out: Path) -> tuple[Path, str]:
+    """``src`` (probed as ``info``) cut to the entry's section as a portable mp4 ``out``. A start past
+    the end, or a section shorter than one frame, is one error in the user's terms (it was ffmpeg's
+    "no video stream" on ingest's temporary file)."""
     _check_section(entry, info.duration)
-    out = work / "video.mp4"
     how = vid.to_portable_mp4(src, out, info, entry.get("start"), entry.get("end"))
+    if entry.get("start") is not None or entry.get("end") is not None:
+        try:
+            frames = vid.probe(out).frame_count
+        except vid.VideoError:
+            frames = 0
+        if frames == 0:
+            start, end = entry.get("start") or 0.0, entry.get("end")
+            span = f"{start:g}-{end:g} s" if end is not None else f"from {start:g} s"
+            raise IngestError(f"{describe(entry)}: the section {span} of {_source(entry)} holds no video frame "
+                              f"({_source(entry)} is {info.duration:g} s long at {info.fps:g} fps): widen it")
     return out, how
 
 
@@ -142,7 +158,7 @@ def _download(entry: dict, work: Path, download: dict) -> tuple[Path, str]:
         options["force_keyframes_at_cuts"] = True
     attempts = dl.attempts(download)
     section = "download_ranges" in options
-    with dl.Watchdog(describe(entry), entry["url"], work, download, error=IngestError):
+    with dl.Watchdog(describe(entry), _source(entry), work, download, error=IngestError):
         try:
             info = _fetch(entry, options, work, attempts)
             fetched = _downloaded_file(entry, info, work)
@@ -157,8 +173,7 @@ def _download(entry: dict, work: Path, download: dict) -> tuple[Path, str]:
             whole = {k: v for k, v in options.items() if k not in ("download_ranges", "force_keyframes_at_cuts")}
             info = _fetch(entry, whole, work, attempts)
             fetched = _downloaded_file(entry, info, work)
-            out = work / "trimmed.mp4"
-            vid.to_portable_mp4(fetched, out, vid.probe(fetched), start, end)
+            out, _ = _trim(entry, fetched, vid.probe(fetched), work / "trimmed.mp4")
             return out, "download(whole)+trim"
     if fetched.suffix == ".mp4" and probed.video_codec in vid.PORTABLE_VIDEO_CODECS and probed.rotation == 0 and (
         not probed.has_audio or probed.audio_codec in vid.PORTABLE_AUDIO_CODECS
@@ -189,35 +204,37 @@ def _fetch(entry: dict, options: dict, work: Path, attempts: int) -> dict:
             message = str(err).removeprefix("ERROR: ").strip()
             if attempt < attempts and dl.transient(message):
                 wait = dl.retry_wait(attempt)
-                log.warning("%s: attempt %d/%d failed (%s); retrying in %d s", describe(entry), attempt, attempts, message, wait)
+                log.warning("%s: attempt %d/%d failed (%s); retrying in %d s", describe(entry), attempt, attempts,
+                            dl.redact_text(message), wait)
                 time.sleep(wait)
                 continue
-            raise IngestError(f"{describe(entry)}: download of {entry['url']} failed: {message}") from None
+            raise IngestError(f"{describe(entry)}: download of {_source(entry)} failed: {dl.redact_text(message)}") from None
     raise AssertionError("unreachable")
 
 
 def _downloaded_file(entry: dict, info: dict, work: Path) -> Path:
     if info.get("_type") == "playlist":
-        raise IngestError(f"{describe(entry)}: {entry['url']} is a playlist; give one video URL per entry")
+        raise IngestError(f"{describe(entry)}: {_source(entry)} is a playlist; give one video URL per entry")
     files = [Path(d["filepath"]) for d in info.get("requested_downloads", []) if d.get("filepath")]
     files = [f for f in files if f.exists()] or sorted(work.glob("download.*"))
     if not files:
-        raise IngestError(f"{describe(entry)}: yt-dlp reported success for {entry['url']} but wrote no file")
+        raise IngestError(f"{describe(entry)}: yt-dlp reported success for {_source(entry)} but wrote no file")
     return files[0]
 
 
 class _YtdlpLogger:
-    """Route yt-dlp's messages into our log (the rule's log file) instead of the console."""
+    """Route yt-dlp's messages into our log (the rule's log file) instead of the console, with any
+    password in a URL replaced by *** (yt-dlp names the URL it extracts)."""
 
     def debug(self, msg: str) -> None:
         if not msg.startswith("[debug] "):
-            log.info("yt-dlp: %s", msg)
+            log.info("yt-dlp: %s", dl.redact_text(msg))
 
     def info(self, msg: str) -> None:
-        log.info("yt-dlp: %s", msg)
+        log.info("yt-dlp: %s", dl.redact_text(msg))
 
     def warning(self, msg: str) -> None:
-        log.warning("yt-dlp: %s", msg)
+        log.warning("yt-dlp: %s", dl.redact_text(msg))
 
     def error(self, msg: str) -> None:
-        log.error("yt-dlp: %s", msg)
+        log.error("yt-dlp: %s", dl.redact_text(msg))

@@ -23,7 +23,7 @@ import pandas as pd
 
 from facevae import FACE_SIZE, FacevaeError, __version__
 from facevae.atomic import write_png, write_text
-from facevae.download import fetch_file
+from facevae.download import fetch_file, redact
 from facevae import sheets
 from facevae.faces import io as fio
 from facevae.faces.track import REASONS
@@ -230,6 +230,7 @@ def fetch_dataset(source: str, out: Path | str, *, actor: str, size: int, downlo
     :mod:`facevae.download`) a blog-format HDF5, check it, move it to ``out``."""
     out = Path(out)
     key = f"actors.{actor}.dataset"
+    shown = redact(source)  # a password in the URL is never written to a message or a file
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))  # the watchdog's to count
     tmp = work / "dataset.h5"
@@ -240,11 +241,11 @@ def fetch_dataset(source: str, out: Path | str, *, actor: str, size: int, downlo
             if not Path(source).is_file():
                 raise FacevaeError(f"{key}: file not found: {source}")
             shutil.copyfile(source, tmp)
-        summary = fio.check_blog_dataset(tmp, what=key, shown=source)
+        summary = fio.check_blog_dataset(tmp, what=key, shown=shown)
         if summary["size"] != size:
-            raise FacevaeError(f"{key}: {source} holds {summary['size']} px faces but faces.size is {size}")
+            raise FacevaeError(f"{key}: {shown} holds {summary['size']} px faces but faces.size is {size}")
         os.replace(tmp, out)
-        return {**summary, "source": source}
+        return {**summary, "source": shown}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -256,6 +257,7 @@ def dataset_report(h5_path: Path | str, actor: str, source: str, out_kept: Path 
         idx = np.unique(np.linspace(0, n - 1, min(n, 320)).round().astype(int))
         sample = node[idx]
     write_png(out_kept, contact_sheet(sample, f"{actor}: {n} faces from {Path(source).name} (given dataset)", max_faces=320))
-    counts = {"person": actor, "role": "actor", "dataset": source, "frames": int(n), "in_dataset": int(n), "by_reason": {}}
+    counts = {"person": actor, "role": "actor", "dataset": redact(source), "frames": int(n), "in_dataset": int(n),
+              "by_reason": {}}
     write_text(out_counts, json.dumps(counts, indent=2) + "\n")
     return counts
