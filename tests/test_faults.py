@@ -115,3 +115,72 @@ def test_a_password_in_a_url_is_not_written_anywhere(tmp_path, clip_server, capl
     assert json.loads((out / "v.json").read_text())["source"]["url"] == url.replace("hunter2", "***")
     assert "hunter2" not in (out / "v.json").read_text() and "hunter2" not in caplog.text
     assert "user:***@" in caplog.text  # the log still says which URL
+
+
+# --- issue 39, item 8: raw tracebacks where one line should say what happened ---------------------
+
+
+@pytest.fixture(scope="module")
+def file_pointer_server():
+    """A loopback server that answers with a redirect to file:///etc/passwd, or an HTML page whose
+    video points there."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path.startswith("/redirect"):
+                self.send_response(302)
+                self.send_header("Location", "file:///etc/passwd")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = b'<html><body><video src="file:///etc/passwd"></video></body></html>'
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path", ["redirect.mp4", "page.html"])
+def test_a_url_that_leads_to_a_local_file_is_one_error(tmp_path, file_pointer_server, path):
+    """yt-dlp raised its RequestError (not a DownloadError): a traceback."""
+    from facevae import FacevaeError
+    from facevae.faces import dataset as fds
+
+    url = f"{file_pointer_server}/{path}"
+    with pytest.raises(FacevaeError) as err:
+        _ingest(tmp_path, url=url)
+    assert f"download of {url} failed: the server redirected or pointed to a local file" in str(err.value)
+    assert not list((tmp_path / "videos").iterdir())
+    if path.startswith("redirect"):  # a dataset URL too (urllib refuses the redirect)
+        with pytest.raises(FacevaeError, match=rf"actors\.a\.dataset: download of {url} failed: HTTP Error 302"):
+            fds.fetch_dataset(url, tmp_path / "d" / "a.h5", actor="a", size=64, download={"retries": 0})
+
+
+def test_a_folder_where_an_output_goes_is_one_line(tmp_path, media):
+    """A non-empty folder at results/videos/a/v.json: os.replace's IsADirectoryError was a traceback."""
+    work = tmp_path / "work"
+    (work / "results/videos/a/v.json").mkdir(parents=True)
+    (work / "results/videos/a/v.json/notes.txt").write_text("mine")
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump({"actors": {"a": {"videos": {"v": {"path": str(media("videos/lp_d5.mp4"))}}}}}))
+    done = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
+                           "--directory", str(work), "--configfile", str(config), "--cores", "1",
+                           "results/videos/a/v.mp4"], capture_output=True, text=True, timeout=hang_guard(300))
+    output = done.stdout + done.stderr
+    errors = [line for line in output.splitlines() if line.startswith("facevae error")]
+    assert done.returncode != 0 and len(errors) == 1, output[-3000:]
+    assert "results/videos/a/v.json: Is a directory -- a folder is in the way: move or remove it" in errors[0], errors[0]
+    assert "Traceback" not in output, output[-3000:]
+    assert (work / "results/videos/a/v.json/notes.txt").read_text() == "mine"

@@ -256,3 +256,30 @@ def test_a_huge_exclude_range_stays_a_range():
     assert mask.shape == (300,) and mask.all()
     assert exclusion_mask(parse_frame_list([3, "10-12", 3, "400-500"]), 20).nonzero()[0].tolist() == [3, 10, 11, 12]
     assert not exclusion_mask(parse_frame_list(None), 5).any()
+
+
+# --- item 8: serve_page on a port it cannot have ------------------------------------------------
+
+
+@pytest.mark.parametrize("port, words", [("busy", "Address already in use -- another server"),
+                                         ("70000", "70000 is out of range: a port is 0-65535"),
+                                         ("-1", "-1 is out of range"), ("http", "'http' is not a port number")])
+def test_serve_page_on_a_port_it_cannot_have_is_one_line(tmp_path, port, words):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    if port == "busy":
+        port = str(holder.getsockname()[1])
+    try:
+        done = subprocess.run([sys.executable, "-m", "facevae.serve_page", str(tmp_path), "--port", port],
+                              capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": "workflow"})
+    finally:
+        holder.close()
+    assert done.returncode != 0 and words in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -200,8 +200,11 @@ def _fetch(entry: dict, options: dict, work: Path, attempts: int) -> dict:
         try:
             with yt_dlp.YoutubeDL(options) as ydl:
                 return ydl.extract_info(entry["url"], download=True)
-        except yt_dlp.utils.DownloadError as err:
+        except yt_dlp.utils.YoutubeDLError as err:  # DownloadError and the rest (RequestError on a file:// redirect)
             message = str(err).removeprefix("ERROR: ").strip()
+            if "file://" in message or "file:/" in message:  # yt-dlp refuses local files; say who asked for one
+                message = (f"the server redirected or pointed to a local file (a file:// URL), which is refused "
+                           f"({message})")
             if attempt < attempts and dl.transient(message):
                 wait = dl.retry_wait(attempt)
                 log.warning("%s: attempt %d/%d failed (%s); retrying in %d s", describe(entry), attempt, attempts,

@@ -131,12 +131,30 @@ def serve(folder: str | Path, port: int = 0, host: str = "127.0.0.1") -> http.se
     return server
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks a free one)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range: a port is 0-65535 (0 picks a free one)")
+    return port
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="results/explore/<actor>")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=_port, default=8000, help="0-65535; 0 picks a free one")
     args = parser.parse_args(argv)
-    server = serve(args.folder, args.port)
+    try:
+        server = serve(args.folder, args.port)
+    except OSError as err:  # one line, not a traceback: the port is taken or needs privileges
+        import errno
+
+        hint = {errno.EADDRINUSE: "another server (an earlier make explore?) has it: stop it, or pick another port",
+                errno.EACCES: "ports below 1024 need privileges: pick one above 1023"}.get(err.errno, "pick another port")
+        raise SystemExit(f"cannot serve on 127.0.0.1:{args.port}: {err.strerror or err} -- {hint} "
+                         f"(--port N, or make explore PORT=N)") from None
     host, port = server.server_address[:2]
     print(f"Serving {args.folder} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     try:
