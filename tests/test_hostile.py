@@ -283,3 +283,100 @@ def test_serve_page_on_a_port_it_cannot_have_is_one_line(tmp_path, port, words):
         holder.close()
     assert done.returncode != 0 and words in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- item 5: the page notices broken or stale inputs ----------------------------------------------
+
+
+@pytest.fixture
+def built_page(tmp_path):
+    """A page folder as page_models leaves it: two graph files and a sealed page.json (real
+    sha256 over real files; the check does not parse the graphs)."""
+    import json
+
+    from facevae.webruntime import seal_manifest
+
+    folder = tmp_path / "explore" / "a"
+    folder.mkdir(parents=True)
+    (folder / "decoder.onnx").write_bytes(np.random.default_rng(0).bytes(50_000))
+    (folder / "drive.onnx").write_bytes(np.random.default_rng(1).bytes(20_000))
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    manifest = {"format": "facevae-page", "version": 1, "actor": "a", "latent_dim": 8, "gain": 1.25,
+                "files": {"decoder": "decoder.onnx", "drive": "drive.onnx"}}
+    (folder / "page.json").write_text(json.dumps(seal_manifest(manifest, folder, model), indent=1) + "\n")
+    return folder
+
+
+def test_the_page_build_refuses_a_changed_graph_or_page_json(built_page):
+    """Truncating decoder.onnx or editing page.json re-ran only the page rule, which exited 0."""
+    import hashlib
+    import json
+
+    from facevae.webruntime import check_page_files, copy_page_files
+
+    sha = check_page_files(built_page)
+    assert sha == hashlib.sha256((built_page / "page.json").read_bytes()).hexdigest()
+    copy_page_files(built_page, page_sha256=sha)
+    assert f'name="facevae-page-sha256" content="{sha}"' in (built_page / "index.html").read_text()
+    assert (built_page / "integrity.js").is_file() and not list(built_page.glob(".*.tmp"))
+
+    manifest = json.loads((built_page / "page.json").read_text())
+    (built_page / "page.json").write_text(json.dumps(manifest))  # re-indented, same content: fine
+    check_page_files(built_page)
+
+    data = (built_page / "decoder.onnx").read_bytes()
+    (built_page / "decoder.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FacevaeError, match=r"decoder.onnx does not match page.json .*--forcerun page_models"):
+        check_page_files(built_page)
+    (built_page / "decoder.onnx").write_bytes(data)
+
+    (built_page / "page.json").write_text(json.dumps({**manifest, "gain": 2.0}))
+    with pytest.raises(FacevaeError, match=r"page.json was edited after page_models wrote it"):
+        check_page_files(built_page)
+    (built_page / "page.json").write_text('{"format": "facevae-page", "files": {')
+    with pytest.raises(FacevaeError, match=r"page.json cannot be read as JSON"):
+        check_page_files(built_page)
+
+
+def test_the_page_itself_refuses_a_changed_file(built_page):
+    """The page's own check (workflow/page/integrity.js) in node against the real serve_page: the
+    file page.json lists, and page.json against index.html's record, each named when they differ."""
+    import hashlib
+    import json
+    import shutil
+    import subprocess
+
+    from facevae.serve_page import serve
+    from facevae.webruntime import PAGE_SOURCE, check_page_files, copy_page_files
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (the page's JavaScript check runs in node here)")
+    copy_page_files(built_page, page_sha256=check_page_files(built_page))
+    server = serve(built_page)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    script = ("import { loadVerified } from %s;\n"
+              "try { const { manifest, files } = await loadVerified(process.argv[1], process.argv[2]);\n"
+              "  console.log('OK', manifest.actor, files.decoder.length, files.drive.length); }\n"
+              "catch (err) { console.log(err.constructor.name + ': ' + err.message); }\n") % json.dumps(
+        (PAGE_SOURCE / "integrity.js").as_uri())
+
+    def page_check(recorded: str) -> str:
+        done = subprocess.run([node, "--input-type=module", "-e", script, url, recorded], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    try:
+        recorded = hashlib.sha256((built_page / "page.json").read_bytes()).hexdigest()
+        assert page_check(recorded) == "OK a 50000 20000"
+        data = (built_page / "drive.onnx").read_bytes()
+        (built_page / "drive.onnx").write_bytes(data[:100])
+        assert page_check(recorded).startswith("IntegrityError: drive.onnx does not match what the build recorded")
+        (built_page / "drive.onnx").write_bytes(data)
+        assert page_check("0" * 64).startswith("IntegrityError: page.json does not match what the build recorded")
+        assert page_check("").startswith("IntegrityError: no sha256 recorded for page.json")
+    finally:
+        server.shutdown()
+        server.server_close()
