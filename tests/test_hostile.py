@@ -380,3 +380,46 @@ def test_the_page_itself_refuses_a_changed_file(built_page):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- item 7: the render's memory is bounded by bytes, and the rule says how much it needs ---------
+
+
+@pytest.mark.parametrize("width, height, frames", [(480, 480, 256), (1920, 1080, 86), (3840, 2160, 21),
+                                                   (7680, 4320, 5), (30000, 30000, 1)])
+def test_the_render_chunk_is_bounded_by_bytes(width, height, frames):
+    """256 full-resolution frames per chunk held ~6.5 GB at 4K (grid / paste_back); the chunk's
+    frames now stay under RENDER_FRAME_BUFFER_BYTES (one frame at least)."""
+    from facevae.planning import RENDER_FRAME_BUFFER_BYTES
+    from facevae.render import frames_per_chunk
+
+    n = frames_per_chunk(width, height, 256)
+    assert n == frames
+    assert n == 1 or n * width * height * 3 <= RENDER_FRAME_BUFFER_BYTES
+
+
+def test_reenact_declares_the_memory_the_drivers_resolution_needs(tmp_path):
+    import json
+
+    from facevae.planning import reenact_mem_mb
+
+    def mem(width, height, **render):
+        meta = tmp_path / f"{width}x{height}.json"
+        meta.write_text(json.dumps({"width": width, "height": height}))
+        return reenact_mem_mb(str(meta), render)
+
+    plain = mem(3840, 2160)
+    assert plain == mem(480, 480)  # side_by_side never holds full frames: resolution does not matter
+    assert mem(480, 480, paste_back=True) < mem(1920, 1080, paste_back=True) < mem(3840, 2160, paste_back=True) \
+        < mem(7680, 4320, paste_back=True)
+    assert mem(3840, 2160, layout="grid") > plain
+    # before ingest the meta does not exist: the 4K figure until Snakemake re-evaluates with the file
+    assert reenact_mem_mb(str(tmp_path / "missing.json"), {"paste_back": True}) == mem(3840, 2160, paste_back=True)
+
+
+def test_the_reenact_rule_declares_mem_mb():
+    from support.media import REPO
+
+    text = (REPO / "rules" / "reenact.smk").read_text()
+    rule = text[text.index("rule reenact:"):]
+    assert "mem_mb=lambda wc, input: reenact_mem_mb(input.meta, config[\"render\"])" in rule
