@@ -274,3 +274,36 @@ def test_a_name_yaml_reads_as_something_else_says_quote_it(text, shown, reading)
     assert "YAML reads " in str(err) and f" as {reading}" in str(err) and "quote it" in str(err), str(err)
     if reading != "true or false":  # yes/on/true all read as True: the message cannot know which was written
         assert f"quote it: '{text}'" in str(err), str(err)
+
+
+@pytest.mark.parametrize("mutate, key, words", [
+    (lambda c: c["actors"].update({"z" * 20: c["actors"]["trump"]}), "actors." + "z" * 20, "repeated 20 times"),
+    (lambda c: c["actors"].update({"ab" * 10 + "x" + "yz" * 20: c["actors"]["trump"]}), "actors." + "ab" * 10 + "x" + "yz" * 20,
+     "ends in 'yz' repeated 20 times"),
+    (lambda c: c["drivers"].update({"Trump": {"videos": {"x": {"url": URL}}}}), "drivers.Trump", "differs from actors.trump only in case"),
+    (lambda c: c["actors"]["trump"]["videos"].update({"Rally": {"url": URL}}), "actors.trump.videos.Rally",
+     "differs from actors.trump.videos.rally only in case"),
+    (lambda c: c["actors"]["trump"].update(exclude={"rally": [4, -3]}), "actors.trump.exclude.rally.1",
+     "must be a frame number (0 or more)"),
+], ids=["periodic", "periodic-pair", "case-person", "case-video", "exclude-negative"])
+def test_second_pass_name_and_frame_cases(mutate, key, words):
+    """Extra hostile cases of issue 39's second pass: a periodic name (Snakemake's
+    PeriodicWildcardError named a rule), names equal but for case (one file on macOS/Windows),
+    jsonschema's raw 'not valid under any of the given schemas' for a negative frame."""
+    config = base()
+    mutate(config)
+    err = error_of(config)
+    assert err.key == key and words in str(err), str(err)
+
+
+def test_a_config_that_is_not_a_mapping_or_an_alias_bomb_is_refused(tmp_path):
+    from facevae.config import check_yaml_file
+
+    with pytest.raises(ConfigError, match="must be a mapping of keys"):
+        validate(["actors"])
+    levels = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))
+    path = tmp_path / "bomb.yaml"
+    path.write_text(levels + "actors: {a: {videos: {v: {url: 'https://example.org/a.mp4'}}}}\n")
+    with pytest.raises(ConfigError, match=r"bomb.yaml: its aliases \(\*name\) expand to 1.23e\+09 values"):
+        check_yaml_file(path)  # validate() walked all 10^9 values (it ran for ever)

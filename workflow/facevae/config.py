@@ -164,6 +164,10 @@ def check_yaml_file(path: Path | str) -> None:
         raise ConfigError("", f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     if root is not None:
         _check_unique_keys(root, [], path, set())
+        size = _expanded_size(root, {})
+        if size > MAX_EXPANDED_NODES:
+            raise ConfigError("", f"{path}: its aliases (*name) expand to {size:.3g} values, more than "
+                                  f"{MAX_EXPANDED_NODES:.0e}: a config this size is a mistake or an alias bomb")
 
 
 def _json_unique_keys(path) -> bool:
@@ -187,6 +191,24 @@ def _json_unique_keys(path) -> bool:
 
 
 _MERGE = "tag:yaml.org,2002:merge"
+#: Values a config may expand to through aliases: every check walks the expanded tree (ten levels of
+#: ten aliases each made validate() run for ever).
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (memoised per node: linear)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts once (PyYAML's composer refuses those anyway)
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
 
 
 def _check_unique_keys(node, parts: list, path, seen: set) -> None:
@@ -232,7 +254,9 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     Snakemake ``config`` dict can be passed directly.
     """
     schema = schema if schema is not None else load_schema()
-    if not isinstance(config, dict) or not config:
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError("", f"the config must be a mapping of keys (actors: ...), not a {type(config).__name__}")
+    if not config:
         raise ConfigError("", "the config is empty: give --configfile or write config.yaml")
     _check_finite(config, [])
     _check_input_paths(config)
@@ -312,6 +336,35 @@ def _check_people(config: dict) -> None:
             f"'{both[0]}' is both an actor and a driver: list the person once, under actors "
             "(an actor can drive another actor through reenact)",
         )
+    _check_name_files(config)
+
+
+# Snakemake refuses a wildcard value that ends in one substring repeated 20 times or more
+# (PeriodicWildcardError, naming a rule, not the config key): "aaaaaaaaaaaaaaaaaaaa", "ab" * 20.
+_PERIODIC = re.compile(r"(.+?)\1{19,}$")
+
+
+def _check_name_files(config: dict) -> None:
+    """Names become folder and file names: two that differ only in case are one file on macOS's
+    and Windows' file systems (results/faces/Anna.h5 overwrites anna.h5); and Snakemake refuses a
+    periodic one. Both are refused here, naming the key."""
+    everyone: dict[str, str] = {}
+    for section in ("actors", "drivers"):
+        for person, entry in (config.get(section) or {}).items():
+            keys = [(f"{section}.{person}", person, everyone)]
+            videos: dict[str, str] = {}
+            keys += [(f"{section}.{person}.videos.{name}", name, videos) for name in ((entry or {}).get("videos") or {})]
+            for key, name, seen in keys:
+                periodic = _PERIODIC.search(name)
+                if periodic:
+                    raise ConfigError(key, f"'{name}' ends in '{periodic.group(1)}' repeated "
+                                           f"{len(periodic.group(0)) // len(periodic.group(1))} times, which Snakemake "
+                                           "refuses as a wildcard value: rename it")
+                other = seen.get(name.lower())
+                if other is not None:
+                    raise ConfigError(key, f"'{name}' differs from {other} only in case: on macOS and Windows both are "
+                                           "one file name; rename one")
+                seen[name.lower()] = key
 
 
 def _check_reenact(config: dict) -> None:
