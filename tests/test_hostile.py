@@ -423,3 +423,35 @@ def test_the_reenact_rule_declares_mem_mb():
     text = (REPO / "rules" / "reenact.smk").read_text()
     rule = text[text.index("rule reenact:"):]
     assert "mem_mb=lambda wc, input: reenact_mem_mb(input.meta, config[\"render\"])" in rule
+
+
+def test_a_dataset_with_any_object_stored_elsewhere_is_refused(tmp_path):
+    """read_faces reads every top-level dataset (landmarks, frame, ...), not only data: an external
+    link or external storage under another name read a local file just the same."""
+    secret, n = _secret(tmp_path)
+    for name, make in [("landmarks", lambda h5: h5.create_dataset("landmarks", shape=(n // 4,), dtype=np.float32,
+                                                                  external=[(str(secret), 0, n)])),
+                       ("frame", lambda h5: h5.__setitem__("frame", h5py.ExternalLink(str(secret), "/x"))),
+                       ("g/deep", lambda h5: h5.__setitem__("g/deep", h5py.ExternalLink(str(secret), "/x")))]:
+        path = tmp_path / f"{name.replace('/', '_')}.h5"
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("data", data=np.zeros((3, 64, 64, 3), np.uint8))
+            make(h5)
+        with pytest.raises(FacevaeError, match=rf"actors\.a\.dataset: .* '{name}' (is an external link|reads its bytes)"):
+            fds.fetch_dataset(str(path), tmp_path / "out.h5", actor="a", size=64)
+
+
+def test_serve_page_does_not_open_a_fifo(tmp_path):
+    """A FIFO in the page's folder held a handler thread for ever (open() blocks until a writer comes)."""
+    import os
+
+    from facevae.serve_page import serve
+
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    os.mkfifo(tmp_path / "pipe.js")
+    server = serve(tmp_path)
+    try:
+        assert _get(server.server_address[1], "/pipe.js")[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -75,6 +75,9 @@ class PageHandler(http.server.SimpleHTTPRequestHandler):
         if os.path.isdir(real) and not os.path.isfile(os.path.join(real, "index.html")):
             self.send_error(404)  # no directory listing (a folder with index.html serves that)
             return True
+        if os.path.exists(real) and not os.path.isdir(real) and not os.path.isfile(real):
+            self.send_error(404)  # a FIFO or a device: reading it would hold the handler for ever
+            return True
         return False
 
     def list_directory(self, path):  # never reached after _refused; kept shut for safety

@@ -184,6 +184,7 @@ def check_blog_dataset(path: Path | str, what: str = "dataset", shown: str | Non
             if link is None:
                 raise FacevaeError(f"{what}: {name} has no dataset 'data' (datasets: {', '.join(h5.keys()) or 'none'})")
             _refuse_foreign_storage(h5, link, what, name)
+            _refuse_foreign_objects(h5, what, name)  # read_faces reads every top-level dataset, not only data
             if not isinstance(h5["data"], h5py.Dataset):
                 raise FacevaeError(f"{what}: {name} has no dataset 'data' (datasets: {', '.join(h5.keys()) or 'none'})")
             node = h5["data"]
@@ -235,6 +236,26 @@ def _refuse_foreign_storage(h5: h5py.File, link, what: str, name: str) -> None:
     if layout not in _LOCAL_LAYOUTS:
         raise FacevaeError(f"{what}: {name} 'data' has HDF5 storage layout {layout}; only a compact, contiguous or "
                            "chunked dataset stored in the file itself is accepted")
+
+
+def _refuse_foreign_objects(h5: h5py.File, what: str, name: str) -> None:
+    """FacevaeError naming the first object anywhere in ``h5`` that reads bytes from outside it
+    (an external link, or a dataset with external storage or a virtual layout): the faces file is
+    read whole (landmarks, frame, ... beside data) by the stages after it."""
+    found: list[str] = []
+
+    def visit(path, link):
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"'{path}' is an external link to {link.filename}:{link.path}")
+        elif isinstance(link, h5py.HardLink):
+            node = h5.get(path)
+            if isinstance(node, h5py.Dataset) and (node.is_virtual or node.external):
+                found.append(f"'{path}' reads its bytes from another file ({'virtual dataset' if node.is_virtual else 'external storage'})")
+        return found[0] if found else None  # stop at the first
+
+    h5.visititems_links(visit)
+    if found:
+        raise FacevaeError(f"{what}: {name} {found[0]}; only objects stored in the file itself are accepted")
 
 
 class TrackWriter:
