@@ -455,3 +455,14 @@ def test_serve_page_does_not_open_a_fifo(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_killed_download_s_folder_is_removed_by_the_next_run(tmp_path, dataset_server):
+    """SIGKILL runs no cleanup: the download's hidden work folder (mkdtemp's random name) stayed
+    for ever with the partial file in it. Named by pid now, the next run removes it."""
+    out = tmp_path / "faces" / "a.h5"
+    stale = out.parent / f".{out.name}.999999999.tmp"  # no such pid (above pid_max)
+    stale.mkdir(parents=True)
+    (stale / "dataset.h5").write_bytes(b"\0" * 1000)
+    fds.fetch_dataset(f"{dataset_server.url}/blog.h5", out, actor="a", size=64, download={"retries": 0})
+    assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == ["a.h5"]

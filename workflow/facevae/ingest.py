@@ -10,12 +10,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from facevae import FacevaeError, __version__
 from facevae import download as dl
+from facevae.atomic import temp_folder
 from facevae import video as vid
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def ingest(entry: dict, out_video: Path, out_meta: Path, download: dict | None =
     """
     out_video, out_meta = Path(out_video), Path(out_meta)
     out_video.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_video.stem}.", suffix=".tmp", dir=out_video.parent))
+    work = temp_folder(out_video)  # a SIGKILLed run's folder is removed by the next run
     try:
         if entry.get("url"):
             fetched, how = _download(entry, work, download or {})

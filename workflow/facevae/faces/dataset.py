@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from facevae import FACE_SIZE, FacevaeError, __version__
-from facevae.atomic import write_png, write_text
+from facevae.atomic import temp_folder, write_png, write_text
 from facevae.download import fetch_file, redact
 from facevae import sheets
 from facevae.faces import io as fio
@@ -232,7 +231,7 @@ def fetch_dataset(source: str, out: Path | str, *, actor: str, size: int, downlo
     key = f"actors.{actor}.dataset"
     shown = redact(source)  # a password in the URL is never written to a message or a file
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))  # the watchdog's to count
+    work = temp_folder(out)  # the watchdog counts its bytes; a SIGKILLed run's folder is removed by the next
     tmp = work / "dataset.h5"
     try:
         if source.startswith(("http://", "https://")):
