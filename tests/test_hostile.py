@@ -466,3 +466,9 @@ def test_a_killed_download_s_folder_is_removed_by_the_next_run(tmp_path, dataset
     (stale / "dataset.h5").write_bytes(b"\0" * 1000)
     fds.fetch_dataset(f"{dataset_server.url}/blog.h5", out, actor="a", size=64, download={"retries": 0})
     assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == ["a.h5"]
+
+
+def test_serve_page_answers_404_to_a_path_that_is_not_utf8(page_site, capfd):
+    """/%ff%fe: the Host/hidden check decoded it strictly and the handler died with a traceback."""
+    assert _get(page_site["port"], "/%ff%fe")[0] == 404
+    assert "Traceback" not in capfd.readouterr().err

@@ -59,7 +59,7 @@ class PageHandler(http.server.SimpleHTTPRequestHandler):
         if not ALLOWED_HOST.fullmatch(host.strip()):
             self.send_error(421, "this server answers only to localhost, 127.0.0.1 and [::1]")
             return True
-        raw = urllib.parse.unquote(self.path.split("?", 1)[0].split("#", 1)[0], errors="surrogatepass")
+        raw = urllib.parse.unquote(self.path.split("?", 1)[0].split("#", 1)[0], errors="replace")  # %ff: not UTF-8
         if "\x00" in raw:
             self.send_error(400, "bad path")
             return True
