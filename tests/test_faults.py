@@ -184,3 +184,12 @@ def test_a_folder_where_an_output_goes_is_one_line(tmp_path, media):
     assert "results/videos/a/v.json: Is a directory -- a folder is in the way: move or remove it" in errors[0], errors[0]
     assert "Traceback" not in output, output[-3000:]
     assert (work / "results/videos/a/v.json/notes.txt").read_text() == "mine"
+
+
+def test_an_empty_local_video_says_it_is_empty(tmp_path):
+    from facevae import FacevaeError
+
+    empty = tmp_path / "clip.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(FacevaeError, match=r"clip.mp4 is empty \(0 bytes\)"):  # was: "moov atom not found"
+        _ingest(tmp_path, path=str(empty))

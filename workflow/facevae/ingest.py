@@ -100,6 +100,8 @@ def _local(entry: dict, work: Path) -> tuple[Path, str]:
     src = Path(entry["path"])
     if not src.is_file():
         raise IngestError(f"{describe(entry)}: local file not found: {src}")
+    if src.stat().st_size == 0:  # ffmpeg's word for it is "moov atom not found"
+        raise IngestError(f"{describe(entry)}: {src} is empty (0 bytes): a copy or download that did not finish?")
     return _trim(entry, src, vid.probe(src), work / "video.mp4")
 
 
