@@ -156,6 +156,7 @@ def test_merge_keys_and_equal_names_in_different_mappings_are_not_duplicates(tmp
     check_yaml_file(path)  # no error: an explicit key beside a merge overrides it by design
 
 
+@pytest.mark.slow  # a real Snakemake run
 @pytest.mark.parametrize("where", ["config.yaml", "--configfile"])
 def test_snakemake_refuses_a_duplicate_key_in_every_config_file(tmp_path, where):
     import subprocess
@@ -233,6 +234,7 @@ def test_a_name_too_long_for_its_file_names_is_refused_with_the_limit():
         assert err.key == key and "is 230 characters long; names are at most 100" in str(err), str(err)
 
 
+@pytest.mark.slow  # a real Snakemake dry run
 def test_every_file_name_made_from_the_longest_names_fits(tmp_path):
     """Every output of a dry run with 100-character names, as the temporary its writer makes
     beside it (facevae.atomic.temp_path with the largest pid; the trackers' and ingest's

@@ -93,13 +93,12 @@ def test_a_dataset_with_an_unavailable_filter_is_one_error(tmp_path):
 # --- item 2: a dataset URL is downloaded under the download: limits, like a video ----------------
 
 
-@pytest.fixture
-def dataset_server(tmp_path):
+@pytest.fixture(scope="module")
+def dataset_server(tmp_path_factory):
     """A loopback MediaServer (tests/support) serving one real blog-format HDF5 (5 faces)."""
     from support.media_server import MediaServer
 
-    path = tmp_path / "serve" / "blog.h5"
-    path.parent.mkdir()
+    path = tmp_path_factory.mktemp("serve") / "blog.h5"
     with h5py.File(path, "w") as h5:
         h5.create_dataset("data", data=np.random.default_rng(3).integers(0, 255, (5, 64, 64, 3), dtype=np.uint8))
     with MediaServer({"blog.h5": path}) as server:
@@ -107,8 +106,8 @@ def dataset_server(tmp_path):
 
 
 @pytest.mark.parametrize("download, words", [
-    ({"retries": 0, "min_speed_kbps": 5, "stall_seconds": 2}, "is too slow"),
-    ({"retries": 0, "min_speed_kbps": 0, "deadline_minutes": 0.05}, "did not finish within download.deadline_minutes (0.05 min)"),
+    ({"retries": 0, "min_speed_kbps": 5, "stall_seconds": 1}, "is too slow"),
+    ({"retries": 0, "min_speed_kbps": 0, "deadline_minutes": 0.02}, "did not finish within download.deadline_minutes (0.02 min)"),
 ], ids=["min-speed", "deadline"])
 def test_a_trickling_dataset_server_is_stopped(tmp_path, dataset_server, download, words):
     """Content-Length, then one byte a second: before, faces_dataset waited for ever on a 0-byte temp."""
@@ -134,9 +133,11 @@ def test_a_dataset_download_retries_transient_errors_only(tmp_path, dataset_serv
 
 def test_a_dataset_cut_short_is_an_error_not_a_short_file(tmp_path, dataset_server):
     url = f"{dataset_server.url}/short/blog.h5"
-    with pytest.raises(FacevaeError, match=r"actors\.a\.dataset: download of .*short/blog.h5 failed: IncompleteRead"):
-        fds.fetch_dataset(url, tmp_path / "out" / "a.h5", actor="a", size=64, download={"retries": 1})
-    assert dataset_server.requests["short/blog.h5"] == 2  # retried once (transient), then the error
+    with pytest.raises(FacevaeError, match=r"actors\.a\.dataset: download of .*short/blog.h5 failed: IncompleteRead") as err:
+        fds.fetch_dataset(url, tmp_path / "out" / "a.h5", actor="a", size=64, download={"retries": 0})
+    from facevae.download import transient
+
+    assert transient(str(err.value))  # a later attempt may get it whole: retried like a 503
     assert not list((tmp_path / "out").iterdir())
 
 
