@@ -2,7 +2,10 @@
 # Run: snakemake --cores all   (config: config.yaml; see README.md)
 
 
-# Snakemake's own error for a config file that does not parse names no file, line or column.
+# Snakemake's own error for a config file that does not parse names no file, line or column, and
+# YAML keeps the last of two equal keys silently: config.yaml and every --configfile are checked
+# here, before Snakemake merges them. (A --configfile that does not parse stops Snakemake before
+# this file runs: `python -m facevae.config FILE` names its line and column.)
 import os
 import sys
 
@@ -10,8 +13,10 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 from facevae.config import ConfigError, check_yaml_file
 
 try:
-    if os.path.exists("config.yaml"):
-        check_yaml_file("config.yaml")
+    for path in ["config.yaml"] * os.path.exists("config.yaml") + [
+        str(p) for p in workflow.config_settings.configfiles
+    ]:
+        check_yaml_file(path)
 except ConfigError as err:
     raise WorkflowError(str(err))
 

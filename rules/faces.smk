@@ -137,7 +137,7 @@ rule faces_dataset:
     params:
         source=lambda wc: FACES["dataset"][wc.person],
         size=config["faces"]["size"],
-        retries=config["download"]["retries"],
+        download=config["download"],
     script:
         "../workflow/scripts/faces_dataset.py"
 

@@ -16,6 +16,7 @@ PAGE_SOURCES = [
         "index.html",
         "app.js",
         "align.js",
+        "integrity.js",
         "page.css",
         "package.json",
         "package-lock.json",

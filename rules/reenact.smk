@@ -6,6 +6,7 @@ from facevae.planning import (
     RETARGET_OUTPUTS,
     reenact_attributes,
     reenact_faceapi,
+    reenact_mem_mb,
     reenact_outputs,
     reenact_retarget,
     reenact_targets,
@@ -93,6 +94,10 @@ rule reenact:
     conda:
         "../envs/render.yaml"
     threads: 2
+    resources:
+        # From the driver's resolution (its ingest meta) and the layout: paste_back at 4K or 8K needs
+        # more than the profile's default (facevae.planning.reenact_mem_mb).
+        mem_mb=lambda wc, input: reenact_mem_mb(input.meta, config["render"]),
     params:
         render=config["render"],
     script:

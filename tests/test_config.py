@@ -121,3 +121,191 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
     run = subprocess.run([Path(sys.executable).parent / "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
                           str(tmp_path), "-n"], capture_output=True, text=True, timeout=hang_guard(120))
     assert run.returncode != 0 and "config.yaml, line 4, column 3: not valid YAML" in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    # an actor named twice: only the second was planned, silently
+    ('actors:\n  a:\n    videos: {v: {url: "https://x/y.mp4"}}\n  a:\n    videos: {w: {url: "https://x/z.mp4"}}\n',
+     "actors.a", (2, 4)),
+    # a video named twice inside one actor (block style)
+    ('actors:\n  a:\n    videos:\n      v: {url: "https://x/y.mp4"}\n      v: {url: "https://x/z.mp4"}\n',
+     "actors.a.videos.v", (4, 5)),
+    # a top-level section twice
+    ('actors: {a: {videos: {v: {url: "https://x/y.mp4"}}}}\ntrain: {epochs: 3}\ntrain: {epochs: 5}\n', "train", (2, 3)),
+    # flow style, same line
+    ('actors: {a: {videos: {v: {url: "https://x/y.mp4", url: "https://x/z.mp4"}}}}\n', "actors.a.videos.v.url", (1, 1)),
+], ids=["actor", "video", "section", "flow-key"])
+def test_a_key_given_twice_is_refused_with_file_and_lines(tmp_path, text, key, lines):
+    """YAML keeps the last of two equal keys without a word (issue 39, item 3)."""
+    from facevae.config import check_yaml_file
+
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        check_yaml_file(path)
+    assert err.value.key == key
+    assert f"{path}, line {lines[1]}: '{key.rsplit('.', 1)[-1]}' is given twice (first on line {lines[0]})" in str(err.value)
+
+
+def test_merge_keys_and_equal_names_in_different_mappings_are_not_duplicates(tmp_path):
+    from facevae.config import check_yaml_file
+
+    path = tmp_path / "config.yaml"
+    path.write_text('base: &v {url: "https://x/y.mp4"}\nactors:\n  a: {videos: {v: {<<: *v, start: 1}}}\n'
+                    '  b: {videos: {v: {<<: *v, url: "https://x/z.mp4"}}}\n')
+    check_yaml_file(path)  # no error: an explicit key beside a merge overrides it by design
+
+
+@pytest.mark.slow  # a real Snakemake run
+@pytest.mark.parametrize("where", ["config.yaml", "--configfile"])
+def test_snakemake_refuses_a_duplicate_key_in_every_config_file(tmp_path, where):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    text = ('actors:\n  a:\n    videos: {v: {url: "https://example.org/y.mp4"}}\n'
+            '  a:\n    videos: {w: {url: "https://example.org/z.mp4"}}\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    args = []
+    if where == "config.yaml":
+        path = work / "config.yaml"
+    else:
+        (work / "config.yaml").write_text('actors: {d: {videos: {v: {url: "https://example.org/y.mp4"}}}}\n')
+        path = tmp_path / "mine.yaml"
+        args = ["--configfile", str(path)]
+    path.write_text(text)
+    run = subprocess.run([Path(sys.executable).parent / "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                          str(work), "-n", *args], capture_output=True, text=True, timeout=hang_guard(120))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-2000:]
+    assert "config error at actors.a: " in output and "line 4: 'a' is given twice (first on line 2)" in output, output[-2000:]
+
+
+def test_a_configfile_that_does_not_parse_is_named_by_the_checker(tmp_path):
+    """Snakemake parses --configfile before the Snakefile runs ("Config file is not valid JSON or
+    YAML", no file, line or column): `python -m facevae.config FILE` names all three."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "mine.yaml"
+    bad.write_text('actors:\n  a:\n    videos: {v: {url: "https://x/y.mp4"}\n  b: [\n')
+    good = tmp_path / "good.json"
+    good.write_text('{"actors":\t{"a": {"videos": {"v": {"url": "https://example.org/y.mp4"}}}}}')
+    run = subprocess.run([sys.executable, "-m", "facevae.config", str(good), str(bad)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "workflow")}, timeout=hang_guard(60))
+    assert run.returncode == 1 and f"{bad}, line 4, column 3: not valid YAML" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    run = subprocess.run([sys.executable, "-m", "facevae.config", str(good)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "workflow")}, timeout=hang_guard(60))
+    assert run.returncode == 0 and "OK" in run.stdout, run.stderr
+
+
+def test_a_json_configfile_with_a_key_twice_is_refused(tmp_path):
+    from facevae.config import check_yaml_file
+
+    path = tmp_path / "c.json"
+    path.write_text('{"actors":\t{"a": {"videos": {}}, "a": {"videos": {}}}}')
+    with pytest.raises(ConfigError, match=r"c.json: 'a' is given twice in one JSON object"):
+        check_yaml_file(path)
+
+
+def _long_name(n: int, seed: int) -> str:
+    import random
+
+    rng = random.Random(seed)  # not periodic: Snakemake refuses a wildcard that repeats a substring 20 times
+    return rng.choice("abcdefgh") + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789_-") for _ in range(n - 1))
+
+
+def test_a_name_too_long_for_its_file_names_is_refused_with_the_limit():
+    """A 230-character video name passed and crashed at the end of the render (a temporary file
+    name over 255 bytes). Issue 39, item 6."""
+    for where in ("actor", "video"):
+        config = base()
+        name = _long_name(230, 1)
+        if where == "actor":
+            config["actors"][name] = config["actors"].pop("trump")
+            key = f"actors.{name}"
+        else:
+            config["actors"]["trump"]["videos"][name] = config["actors"]["trump"]["videos"].pop("rally")
+            key = f"actors.trump.videos.{name}"
+        err = error_of(config)
+        assert err.key == key and "is 230 characters long; names are at most 100" in str(err), str(err)
+
+
+@pytest.mark.slow  # a real Snakemake dry run
+def test_every_file_name_made_from_the_longest_names_fits(tmp_path):
+    """Every output of a dry run with 100-character names, as the temporary its writer makes
+    beside it (facevae.atomic.temp_path with the largest pid; the trackers' and ingest's
+    mkdtemp folders), stays within 255 bytes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    actor, driver, video = (_long_name(100, seed) for seed in (2, 3, 4))
+    config = {"actors": {actor: {"videos": {video: {"url": URL}}}}, "drivers": {driver: {"videos": {video: {"url": URL}}}},
+              "render": {"paste_back": True}}
+    validate(copy.deepcopy(config))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run = subprocess.run([Path(sys.executable).parent / "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                          str(tmp_path), "--configfile", str(tmp_path / "c.yaml"), "-n"], capture_output=True, text=True,
+                         timeout=hang_guard(120))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    outputs = [p.strip() for line in run.stdout.splitlines() if line.strip().startswith("output:")
+               for p in line.split("output:", 1)[1].split(",")]
+    assert any(video in p and p.endswith(".expression.png") for p in outputs)
+    longest = 0
+    for output in outputs:
+        name = Path(output).name
+        temporaries = [f".{name}.4194304.tmp{Path(name).suffix}", f".{Path(name).stem}.abcdefgh.blocks",
+                       f".{Path(name).stem}.abcdefgh.tmp"]
+        longest = max(longest, *(len(t.encode()) for t in temporaries), *(len(part.encode()) for part in Path(output).parts))
+    assert longest <= 255, longest
+
+
+@pytest.mark.parametrize("text, shown, reading", [
+    ("123", "123", "a number"), ("1.5", "1.5", "a number"), ("yes", "True", "true or false"),
+    ("off", "False", "true or false"), ("null", "None", "no value"), ("2024-01-02", "2024-01-02", "a date"),
+])
+def test_a_name_yaml_reads_as_something_else_says_quote_it(text, shown, reading):
+    """`123:` got "must be a name of letters, digits..." -- it is one; YAML made it a number."""
+    config = yaml.safe_load(f"actors:\n  {text}:\n    videos: {{v: {{url: '{URL}'}}}}\n")
+    err = error_of(config)
+    assert err.key == f"actors.{shown}", str(err)
+    assert "YAML reads " in str(err) and f" as {reading}" in str(err) and "quote it" in str(err), str(err)
+    if reading != "true or false":  # yes/on/true all read as True: the message cannot know which was written
+        assert f"quote it: '{text}'" in str(err), str(err)
+
+
+@pytest.mark.parametrize("mutate, key, words", [
+    (lambda c: c["actors"].update({"z" * 20: c["actors"]["trump"]}), "actors." + "z" * 20, "repeated 20 times"),
+    (lambda c: c["actors"].update({"ab" * 10 + "x" + "yz" * 20: c["actors"]["trump"]}), "actors." + "ab" * 10 + "x" + "yz" * 20,
+     "ends in 'yz' repeated 20 times"),
+    (lambda c: c["drivers"].update({"Trump": {"videos": {"x": {"url": URL}}}}), "drivers.Trump", "differs from actors.trump only in case"),
+    (lambda c: c["actors"]["trump"]["videos"].update({"Rally": {"url": URL}}), "actors.trump.videos.Rally",
+     "differs from actors.trump.videos.rally only in case"),
+    (lambda c: c["actors"]["trump"].update(exclude={"rally": [4, -3]}), "actors.trump.exclude.rally.1",
+     "must be a frame number (0 or more)"),
+], ids=["periodic", "periodic-pair", "case-person", "case-video", "exclude-negative"])
+def test_second_pass_name_and_frame_cases(mutate, key, words):
+    """Extra hostile cases of issue 39's second pass: a periodic name (Snakemake's
+    PeriodicWildcardError named a rule), names equal but for case (one file on macOS/Windows),
+    jsonschema's raw 'not valid under any of the given schemas' for a negative frame."""
+    config = base()
+    mutate(config)
+    err = error_of(config)
+    assert err.key == key and words in str(err), str(err)
+
+
+def test_a_config_that_is_not_a_mapping_or_an_alias_bomb_is_refused(tmp_path):
+    from facevae.config import check_yaml_file
+
+    with pytest.raises(ConfigError, match="must be a mapping of keys"):
+        validate(["actors"])
+    levels = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))
+    path = tmp_path / "bomb.yaml"
+    path.write_text(levels + "actors: {a: {videos: {v: {url: 'https://example.org/a.mp4'}}}}\n")
+    with pytest.raises(ConfigError, match=r"bomb.yaml: its aliases \(\*name\) expand to 1.23e\+09 values"):
+        check_yaml_file(path)  # validate() walked all 10^9 values (it ran for ever)

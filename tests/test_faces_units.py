@@ -95,8 +95,8 @@ def test_decide_dominant_identity_without_reference():
 
 
 def test_parse_frame_list():
-    assert parse_frame_list([3, "10-12", 3]) == {3, 10, 11, 12}
-    assert parse_frame_list(None) == set()
+    assert parse_frame_list([3, "10-12", 3]) == [(3, 3), (10, 12), (3, 3)]
+    assert parse_frame_list(None) == []
 
 
 def _track(n=10, fps=10.0):
@@ -175,7 +175,7 @@ def test_blog_dataset_from_path_and_url(tmp_path):
             fds.fetch_dataset(f"{base}/junk.h5", tmp_path / "c.h5", actor="c", size=64)
         assert ".tmp" not in str(err.value)  # the user's URL, not the download's temporary name
         with pytest.raises(FacevaeError, match=r"actors\.d\.dataset: download .* failed"):
-            fds.fetch_dataset(f"{base}/missing.h5", tmp_path / "d.h5", actor="d", size=64, retries=0)
+            fds.fetch_dataset(f"{base}/missing.h5", tmp_path / "d.h5", actor="d", size=64, download={"retries": 0})
         with pytest.raises(FacevaeError, match="faces.size is 128"):
             fds.fetch_dataset(f"{base}/blog.h5", tmp_path / "e.h5", actor="e", size=128)
     finally:

@@ -35,16 +35,18 @@ PORT_MEDIAN_PX, PORT_P99_PX = 0.25, 1.0
 
 @pytest.fixture(scope="module")
 def site(pipeline, tmp_path_factory):
-    """The built page served from a folder of links to it plus the driver's ingested clip."""
+    """The built page served from a copy of it plus the driver's ingested clip (a copy: serve_page
+    serves no link that leads out of its folder)."""
+    import shutil
+
     from facevae.serve_page import serve
 
     wd = pipeline["workdir"]
     built = wd / f"results/explore/{ACTOR}"
     assert (built / "index.html").is_file(), sorted(p.name for p in built.iterdir())
     folder = tmp_path_factory.mktemp("site")
-    for item in built.iterdir():
-        (folder / item.name).symlink_to(item)
-    (folder / "clip.mp4").symlink_to(wd / f"results/videos/{DRIVER}/{VIDEO}.mp4")
+    shutil.copytree(built, folder, dirs_exist_ok=True)
+    shutil.copyfile(wd / f"results/videos/{DRIVER}/{VIDEO}.mp4", folder / "clip.mp4")
     server = serve(folder)
     yield {"url": f"http://127.0.0.1:{server.server_address[1]}/", "folder": folder, "built": built, "wd": wd}
     server.shutdown()

@@ -8,6 +8,7 @@ misbehave on purpose, per path:
 - ``/truncated/<route>``  the first half of the file's bytes, served as if complete
 - ``/trickle/<route>``    the file, one byte a second (a stalled server no socket timeout catches)
 - ``/norange/<route>``    the file whole, whatever Range asks (a server without range requests)
+- ``/short/<route>``      the file's Content-Length, then half of its bytes and a closed connection
 - anything else           404
 """
 
@@ -55,7 +56,7 @@ class MediaServer:
                     self._failed_once.add(route)
                     return None, 503
             return self.routes[route].read_bytes(), 200
-        if mode in ("trickle", "norange") and route in self.routes:
+        if mode in ("trickle", "norange", "short") and route in self.routes:
             return self.routes[route].read_bytes(), 200
         if mode == "truncated" and route in self.routes:
             data = self.routes[route].read_bytes()
@@ -119,6 +120,10 @@ class MediaServer:
                             time.sleep(1.0)
                     except (BrokenPipeError, ConnectionResetError):
                         pass
+                    return
+                if not head and self.path.lstrip("/").startswith("short/"):
+                    self.wfile.write(body[start : start + (end + 1 - start) // 2])
+                    self.close_connection = True
                     return
                 if not head:
                     try:

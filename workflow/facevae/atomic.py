@@ -30,16 +30,34 @@ def temp_path(path: str | os.PathLike, suffix: str = "") -> Path:
 
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Remove the temporaries of ``path`` that a killed process left (SIGKILL runs no cleanup):
-    ``.{name}.{pid}.tmp*`` whose process is gone. Returns what was removed."""
+    ``.{name}.{pid}.tmp*`` files and folders (a download's work folder) whose process is gone.
+    Returns what was removed."""
+    import shutil
+
     path = Path(path)
     removed = []
     for tmp in path.parent.glob(f".{path.name}.*.tmp*"):
         pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
             continue
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
+
+
+def temp_folder(path: str | os.PathLike) -> Path:
+    """A hidden work folder beside ``path`` named like :func:`temp_path`'s files, so a killed
+    process's folder is removed by the next run's :func:`remove_stale_temps` (a ``mkdtemp`` name
+    was left for ever, a whole video or dataset in it). The caller removes it when done."""
+    folder = temp_path(path)
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)  # this pid's own leftover (pids are reused)
+    folder.mkdir()
+    return folder
 
 
 def _alive(pid: int) -> bool:

@@ -67,6 +67,11 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
             return key_path(path + [unknown[0]]), f"unknown key '{unknown[0]}'{hint}"
     if "propertyNames" in error.absolute_schema_path:  # a bad name: point at the name itself
         bad = error.instance
+        if not isinstance(bad, str):  # `123:`, `yes:`, `null:` -- a fine name that YAML made a number, bool, ...
+            return key_path(path + [bad]), f"YAML reads {_yaml_reading(bad)}; a name must be text: quote it{_as_written(bad)}"
+        if error.validator == "maxLength":
+            return key_path(path + [bad]), (f"'{bad[:20]}...' is {len(bad)} characters long; names are at most "
+                                            f"{error.validator_value} (they become folder and file names)")
         return key_path(path + [bad]), f"'{bad}' {error.schema.get('x-error', error.message)}"
     if error.validator == "required":
         missing = re.search(r"'([^']+)' is a required property", error.message)
@@ -77,6 +82,27 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
         if isinstance(node, dict) and "x-error" in node:
             return key_path(path), f"{node['x-error']} (got {error.instance!r})"
     return key_path(path), error.message
+
+
+def _yaml_reading(value) -> str:
+    """How YAML 1.1 turned an unquoted key into ``value`` (for the "quote it" message)."""
+    if isinstance(value, bool):
+        return "yes/no/on/off/true/false as true or false"
+    if value is None:
+        return "null, ~ or an empty key as no value"
+    if isinstance(value, (int, float)):
+        return f"{value} as a number"
+    if hasattr(value, "isoformat"):
+        return f"{value} as a date"
+    return f"this key as {type(value).__name__}"
+
+
+def _as_written(value) -> str:
+    if isinstance(value, bool):
+        return " (e.g. 'yes':)"  # yes, on and true all read as True: the spelling is lost
+    if value is None:
+        return ": 'null'"
+    return f": '{value.isoformat() if hasattr(value, 'isoformat') else value}'"
 
 
 def _parents(error):
@@ -120,16 +146,97 @@ def _resolve(ref: str, root: dict) -> dict:
 
 def check_yaml_file(path: Path | str) -> None:
     """ConfigError naming the file, line and column when ``path`` is not valid YAML (Snakemake's
-    own message for a config file that does not parse names none of them)."""
+    own message for a config file that does not parse names none of them), and naming the file,
+    the lines and the key path when a mapping gives one key twice (YAML keeps the last one without
+    a word: an actor or a video named twice was planned once, from its last entry)."""
     try:
-        with open(path) as handle:
-            yaml.safe_load(handle)
+        with open(path, encoding="utf-8") as handle:
+            root = yaml.compose(handle, Loader=yaml.SafeLoader)
     except yaml.YAMLError as err:
+        if _json_unique_keys(path):  # Snakemake reads JSON too (a tab YAML refuses is fine there)
+            return
         mark = getattr(err, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         context = getattr(err, "context", None)
         raise ConfigError("", f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError("", f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if root is not None:
+        _check_unique_keys(root, [], path, set())
+        size = _expanded_size(root, {})
+        if size > MAX_EXPANDED_NODES:
+            raise ConfigError("", f"{path}: its aliases (*name) expand to {size:.3g} values, more than "
+                                  f"{MAX_EXPANDED_NODES:.0e}: a config this size is a mistake or an alias bomb")
+
+
+def _json_unique_keys(path) -> bool:
+    """False when ``path`` is not JSON; ConfigError when a JSON object repeats a key; else True."""
+    import json
+
+    def pairs(items):
+        keys = [key for key, _ in items]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise ConfigError(key, f"{path}: '{key}' is given twice in one JSON object; JSON readers keep only "
+                                       "the last, silently -- merge the two entries or rename one")
+        return dict(items)
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            json.load(handle, object_pairs_hook=pairs)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+#: Values a config may expand to through aliases: every check walks the expanded tree (ten levels of
+#: ten aliases each made validate() run for ever).
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (memoised per node: linear)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts once (PyYAML's composer refuses those anyway)
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
+def _check_unique_keys(node, parts: list, path, seen: set) -> None:
+    """ConfigError at the first mapping (depth first, in file order) that repeats a key."""
+    if id(node) in seen:  # an alias: its node was checked where it was defined (and an alias bomb stays linear)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict = {}
+        constructor = yaml.SafeLoader("")
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                continue
+            try:
+                key = constructor.construct_object(key_node, deep=True)
+                hash(key)
+            except (yaml.YAMLError, TypeError):
+                key = key_node.start_mark  # a mapping or list as a key: never equal to another
+            if key in first:
+                raise ConfigError(key_path(parts + [key]),
+                                  f"{path}, line {key_node.start_mark.line + 1}: '{key}' is given twice (first on line "
+                                  f"{first[key].line + 1}); YAML would keep only the last, silently -- merge the two "
+                                  "entries or rename one")
+            first[key] = key_node.start_mark
+            _check_unique_keys(value_node, parts + [key], path, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_unique_keys(item, parts + [index], path, seen)
 
 
 def time_to_seconds(value: str | float | int | None) -> float | None:
@@ -147,7 +254,9 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     Snakemake ``config`` dict can be passed directly.
     """
     schema = schema if schema is not None else load_schema()
-    if not isinstance(config, dict) or not config:
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError("", f"the config must be a mapping of keys (actors: ...), not a {type(config).__name__}")
+    if not config:
         raise ConfigError("", "the config is empty: give --configfile or write config.yaml")
     _check_finite(config, [])
     _check_input_paths(config)
@@ -227,6 +336,35 @@ def _check_people(config: dict) -> None:
             f"'{both[0]}' is both an actor and a driver: list the person once, under actors "
             "(an actor can drive another actor through reenact)",
         )
+    _check_name_files(config)
+
+
+# Snakemake refuses a wildcard value that ends in one substring repeated 20 times or more
+# (PeriodicWildcardError, naming a rule, not the config key): "aaaaaaaaaaaaaaaaaaaa", "ab" * 20.
+_PERIODIC = re.compile(r"(.+?)\1{19,}$")
+
+
+def _check_name_files(config: dict) -> None:
+    """Names become folder and file names: two that differ only in case are one file on macOS's
+    and Windows' file systems (results/faces/Anna.h5 overwrites anna.h5); and Snakemake refuses a
+    periodic one. Both are refused here, naming the key."""
+    everyone: dict[str, str] = {}
+    for section in ("actors", "drivers"):
+        for person, entry in (config.get(section) or {}).items():
+            keys = [(f"{section}.{person}", person, everyone)]
+            videos: dict[str, str] = {}
+            keys += [(f"{section}.{person}.videos.{name}", name, videos) for name in ((entry or {}).get("videos") or {})]
+            for key, name, seen in keys:
+                periodic = _PERIODIC.search(name)
+                if periodic:
+                    raise ConfigError(key, f"'{name}' ends in '{periodic.group(1)}' repeated "
+                                           f"{len(periodic.group(0)) // len(periodic.group(1))} times, which Snakemake "
+                                           "refuses as a wildcard value: rename it")
+                other = seen.get(name.lower())
+                if other is not None:
+                    raise ConfigError(key, f"'{name}' differs from {other} only in case: on macOS and Windows both are "
+                                           "one file name; rename one")
+                seen[name.lower()] = key
 
 
 def _check_reenact(config: dict) -> None:
@@ -275,10 +413,15 @@ def _check_faces(config: dict) -> None:
             if source and not re.match(r"^https?://", source) and not Path(source).is_file():
                 raise ConfigError(f"{section}.{person}.dataset", f"file not found: {source} (a blog-format HDF5 path or http(s) URL)")
             videos = entry.get("videos") or {}
-            for video in entry.get("exclude") or {}:
+            for video, frames in (entry.get("exclude") or {}).items():
                 if video not in videos:
                     raise ConfigError(f"{section}.{person}.exclude.{video}",
                                       f"'{video}' is not one of {person}'s videos ({', '.join(sorted(videos)) or 'none'})")
+                for index, item in enumerate(frames or []):
+                    first, _, last = str(item).partition("-")
+                    if last and int(last) < int(first):  # it excluded nothing, silently
+                        raise ConfigError(f"{section}.{person}.exclude.{video}.{index}",
+                                          f"the range '{item}' runs backwards: write first-last, e.g. '{last}-{first}'")
 
 
 def _check_train(config: dict) -> None:
@@ -321,3 +464,50 @@ def video_entry(config: dict, person: str, video: str) -> dict:
         "start": time_to_seconds(spec.get("start")),
         "end": time_to_seconds(spec.get("end")),
     }
+
+
+def main(argv=None) -> int:
+    """``python -m facevae.config FILE...``: check config files as ``snakemake --configfile FILE...``
+    would read them (YAML syntax with file, line and column; keys given twice; the merged config
+    against the schema). Snakemake stops at a --configfile that does not parse before the
+    Snakefile runs, with a message that names no file: this names it."""
+    import sys
+
+    paths = list(sys.argv[1:] if argv is None else argv) or ["config.yaml"]
+    try:
+        merged: dict = {}
+        for path in paths:
+            if not Path(path).is_file():
+                raise ConfigError("", f"{path}: file not found")
+            check_yaml_file(path)
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+            try:  # as Snakemake reads it: JSON first, then YAML
+                import json
+
+                loaded = json.loads(text)
+            except ValueError:
+                loaded = yaml.safe_load(text)
+            if not isinstance(loaded, dict):
+                raise ConfigError("", f"{path}: the top level must be a mapping of keys (actors: ...), not "
+                                      f"{type(loaded).__name__}")
+            _merge_into(merged, loaded)
+        validate(merged)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"{', '.join(paths)}: OK")
+    return 0
+
+
+def _merge_into(into: dict, new: dict) -> None:
+    """Snakemake's update_config: nested mappings merge, anything else replaces."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge_into(into[key], value)
+        else:
+            into[key] = value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,19 +10,15 @@ import json
 import logging
 import os
 import shutil
-import signal
-import tempfile
 import time
 from pathlib import Path
 
 from facevae import FacevaeError, __version__
+from facevae import download as dl
+from facevae.atomic import temp_folder
 from facevae import video as vid
 
 log = logging.getLogger(__name__)
-
-# Messages of errors that a later attempt may not see again.
-_TRANSIENT = ("HTTP Error 5", "HTTP Error 429", "timed out", "Connection reset", "Connection aborted",
-              "Remote end closed", "IncompleteRead", "Temporary failure", "EOF occurred")
 
 
 class IngestError(FacevaeError):
@@ -40,7 +36,7 @@ def ingest(entry: dict, out_video: Path, out_meta: Path, download: dict | None =
     """
     out_video, out_meta = Path(out_video), Path(out_meta)
     out_video.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_video.stem}.", suffix=".tmp", dir=out_video.parent))
+    work = temp_folder(out_video)  # a SIGKILLed run's folder is removed by the next run
     try:
         if entry.get("url"):
             fetched, how = _download(entry, work, download or {})
@@ -64,7 +60,7 @@ def ingest(entry: dict, out_video: Path, out_meta: Path, download: dict | None =
             "person": entry["person"],
             "role": entry["role"],
             "video": entry["video"],
-            "source": {k: entry.get(k) for k in ("url", "path", "start", "end")},
+            "source": {**{k: entry.get(k) for k in ("url", "path", "start", "end")}, "url": dl.redact(entry.get("url"))},
             **info.as_dict(),
             "sha256": vid.sha256(fetched),
             "size_bytes": fetched.stat().st_size,
@@ -88,7 +84,8 @@ def ingest(entry: dict, out_video: Path, out_meta: Path, download: dict | None =
 
 
 def _source(entry: dict) -> str:
-    return entry.get("url") or entry.get("path")
+    """The entry's URL (its password, if any, replaced by ***) or path: what messages and files show."""
+    return dl.redact(entry["url"]) if entry.get("url") else entry.get("path")
 
 
 def _ytdlp_version(entry: dict) -> dict:
@@ -103,10 +100,27 @@ def _local(entry: dict, work: Path) -> tuple[Path, str]:
     src = Path(entry["path"])
     if not src.is_file():
         raise IngestError(f"{describe(entry)}: local file not found: {src}")
-    info = vid.probe(src)
+    if src.stat().st_size == 0:  # ffmpeg's word for it is "moov atom not found"
+        raise IngestError(f"{describe(entry)}: {src} is empty (0 bytes): a copy or download that did not finish?")
+    return _trim(entry, src, vid.probe(src), work / "video.mp4")
+
+
+def _trim(entry: dict, src: Path, info, out: Path) -> tuple[Path, str]:
+    """``src`` (probed as ``info``) cut to the entry's section as a portable mp4 ``out``. A start past
+    the end, or a section shorter than one frame, is one error in the user's terms (it was ffmpeg's
+    "no video stream" on ingest's temporary file)."""
     _check_section(entry, info.duration)
-    out = work / "video.mp4"
     how = vid.to_portable_mp4(src, out, info, entry.get("start"), entry.get("end"))
+    if entry.get("start") is not None or entry.get("end") is not None:
+        try:
+            frames = vid.probe(out).frame_count
+        except vid.VideoError:
+            frames = 0
+        if frames == 0:
+            start, end = entry.get("start") or 0.0, entry.get("end")
+            span = f"{start:g}-{end:g} s" if end is not None else f"from {start:g} s"
+            raise IngestError(f"{describe(entry)}: the section {span} of {_source(entry)} holds no video frame "
+                              f"({_source(entry)} is {info.duration:g} s long at {info.fps:g} fps): widen it")
     return out, how
 
 
@@ -132,7 +146,7 @@ def _download(entry: dict, work: Path, download: dict) -> tuple[Path, str]:
         "noplaylist": True,
         "retries": 3,
         "fragment_retries": 3,
-        "socket_timeout": 30,
+        "socket_timeout": dl.SOCKET_TIMEOUT,
         "quiet": True,
         "noprogress": True,
         "no_warnings": False,
@@ -144,9 +158,9 @@ def _download(entry: dict, work: Path, download: dict) -> tuple[Path, str]:
         # Fetch only the section; cutting at exact times (not keyframes) re-encodes around the cuts.
         options["download_ranges"] = download_range_func(None, [(start or 0.0, end if end is not None else float("inf"))])
         options["force_keyframes_at_cuts"] = True
-    attempts = 1 + int(download.get("retries", 3))
+    attempts = dl.attempts(download)
     section = "download_ranges" in options
-    with _Watchdog(entry, work, download):
+    with dl.Watchdog(describe(entry), _source(entry), work, download, error=IngestError):
         try:
             info = _fetch(entry, options, work, attempts)
             fetched = _downloaded_file(entry, info, work)
@@ -161,8 +175,7 @@ def _download(entry: dict, work: Path, download: dict) -> tuple[Path, str]:
             whole = {k: v for k, v in options.items() if k not in ("download_ranges", "force_keyframes_at_cuts")}
             info = _fetch(entry, whole, work, attempts)
             fetched = _downloaded_file(entry, info, work)
-            out = work / "trimmed.mp4"
-            vid.to_portable_mp4(fetched, out, vid.probe(fetched), start, end)
+            out, _ = _trim(entry, fetched, vid.probe(fetched), work / "trimmed.mp4")
             return out, "download(whole)+trim"
     if fetched.suffix == ".mp4" and probed.video_codec in vid.PORTABLE_VIDEO_CODECS and probed.rotation == 0 and (
         not probed.has_audio or probed.audio_codec in vid.PORTABLE_AUDIO_CODECS
@@ -189,95 +202,44 @@ def _fetch(entry: dict, options: dict, work: Path, attempts: int) -> dict:
         try:
             with yt_dlp.YoutubeDL(options) as ydl:
                 return ydl.extract_info(entry["url"], download=True)
-        except yt_dlp.utils.DownloadError as err:
+        except yt_dlp.utils.YoutubeDLError as err:  # DownloadError and the rest (RequestError on a file:// redirect)
             message = str(err).removeprefix("ERROR: ").strip()
-            if attempt < attempts and any(marker in message for marker in _TRANSIENT):
-                wait = min(2 ** (attempt - 1), 30)
-                log.warning("%s: attempt %d/%d failed (%s); retrying in %d s", describe(entry), attempt, attempts, message, wait)
+            if "file://" in message or "file:/" in message:  # yt-dlp refuses local files; say who asked for one
+                message = (f"the server redirected or pointed to a local file (a file:// URL), which is refused "
+                           f"({message})")
+            if attempt < attempts and dl.transient(message):
+                wait = dl.retry_wait(attempt)
+                log.warning("%s: attempt %d/%d failed (%s); retrying in %d s", describe(entry), attempt, attempts,
+                            dl.redact_text(message), wait)
                 time.sleep(wait)
                 continue
-            raise IngestError(f"{describe(entry)}: download of {entry['url']} failed: {message}") from None
+            raise IngestError(f"{describe(entry)}: download of {_source(entry)} failed: {dl.redact_text(message)}") from None
     raise AssertionError("unreachable")
 
 
 def _downloaded_file(entry: dict, info: dict, work: Path) -> Path:
     if info.get("_type") == "playlist":
-        raise IngestError(f"{describe(entry)}: {entry['url']} is a playlist; give one video URL per entry")
+        raise IngestError(f"{describe(entry)}: {_source(entry)} is a playlist; give one video URL per entry")
     files = [Path(d["filepath"]) for d in info.get("requested_downloads", []) if d.get("filepath")]
     files = [f for f in files if f.exists()] or sorted(work.glob("download.*"))
     if not files:
-        raise IngestError(f"{describe(entry)}: yt-dlp reported success for {entry['url']} but wrote no file")
+        raise IngestError(f"{describe(entry)}: yt-dlp reported success for {_source(entry)} but wrote no file")
     return files[0]
 
 
-class _TooSlow(BaseException):
-    """Raised by :class:`_Watchdog`'s timer inside the download (BaseException: yt-dlp's
-    ``except Exception`` blocks do not swallow it, and its ffmpeg downloader kills ffmpeg on it)."""
-
-
-class _Watchdog:
-    """Stops a download that is too slow or too long: every second after ``download.stall_seconds``
-    the bytes written so far (files in ``work``, whichever downloader writes them) are checked
-    against ``download.min_speed_kbps``, and the whole download against ``download.deadline_minutes``.
-    A server that trickles a byte every few seconds never trips a socket timeout; this does.
-    Uses SIGALRM (rule scripts run in the main thread); elsewhere it does nothing."""
-
-    def __init__(self, entry: dict, work: Path, download: dict):
-        self.entry, self.work = entry, work
-        self.min_rate = float(download.get("min_speed_kbps", 10)) * 1000
-        self.stall = float(download.get("stall_seconds", 60))
-        self.deadline = float(download.get("deadline_minutes", 120)) * 60
-        self.armed = False
-
-    def _written(self) -> int:
-        return sum(p.stat().st_size for p in self.work.rglob("*") if p.is_file())
-
-    def _check(self, signum, frame):
-        elapsed = time.monotonic() - self.t0
-        url = self.entry["url"]
-        if elapsed >= self.deadline:
-            raise _TooSlow(f"{describe(self.entry)}: download of {url} did not finish within download.deadline_minutes "
-                           f"({self.deadline / 60:g} min)")
-        if self.min_rate > 0 and elapsed >= self.stall:
-            rate = self._written() / elapsed
-            if rate < self.min_rate:
-                raise _TooSlow(f"{describe(self.entry)}: download of {url} is too slow: {rate / 1000:.2f} kB/s over "
-                               f"{elapsed:.0f} s, below download.min_speed_kbps ({self.min_rate / 1000:g}); the server "
-                               "stalls or trickles (raise download.stall_seconds or lower download.min_speed_kbps "
-                               "for a slow link)")
-
-    def __enter__(self):
-        import threading
-
-        self.t0 = time.monotonic()
-        if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-            self.previous = signal.signal(signal.SIGALRM, self._check)
-            first = min(self.stall, self.deadline)
-            signal.setitimer(signal.ITIMER_REAL, first, 1.0)
-            self.armed = True
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if self.armed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
-        if isinstance(err, _TooSlow):
-            raise IngestError(str(err)) from None
-        return False
-
-
 class _YtdlpLogger:
-    """Route yt-dlp's messages into our log (the rule's log file) instead of the console."""
+    """Route yt-dlp's messages into our log (the rule's log file) instead of the console, with any
+    password in a URL replaced by *** (yt-dlp names the URL it extracts)."""
 
     def debug(self, msg: str) -> None:
         if not msg.startswith("[debug] "):
-            log.info("yt-dlp: %s", msg)
+            log.info("yt-dlp: %s", dl.redact_text(msg))
 
     def info(self, msg: str) -> None:
-        log.info("yt-dlp: %s", msg)
+        log.info("yt-dlp: %s", dl.redact_text(msg))
 
     def warning(self, msg: str) -> None:
-        log.warning("yt-dlp: %s", msg)
+        log.warning("yt-dlp: %s", dl.redact_text(msg))
 
     def error(self, msg: str) -> None:
-        log.error("yt-dlp: %s", msg)
+        log.error("yt-dlp: %s", dl.redact_text(msg))

@@ -36,6 +36,7 @@ from facevae.modelio import encode, load_model
 from facevae.planning import settings_of
 from facevae.sampling import evenly_spread
 from facevae.train_eval import mean_kl_per_dim
+from facevae.webruntime import seal_manifest
 
 PAGE_FORMAT = "facevae-page"
 PAGE_VERSION = 1
@@ -133,5 +134,8 @@ def build_page_models(model_path, faces_path, retarget_path, attributes_h5, outp
                              AlignConfig.from_config(settings.get("faces")), settings, gain, transfer)
     export_decoder_onnx(model, outputs["decoder"])
     export_drive_onnx(retarget, outputs["drive"], transfer, gain)
+    # page.json last, with the sha256 of the graphs beside it, of the model and of itself: the
+    # page rule and the page check them (a truncated graph or an edited page.json is refused).
+    manifest = seal_manifest(manifest, Path(outputs["manifest"]).parent, model_path)
     write_text(outputs["manifest"], json.dumps(manifest, indent=1) + "\n")
     return manifest

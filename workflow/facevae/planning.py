@@ -254,6 +254,43 @@ def reenact_outputs(config: dict) -> dict[str, str]:
     return outputs
 
 
+#: The most the render's chunk of full-resolution driver frames may hold (layout grid or
+#: paste_back). 256 frames per chunk held ~24.9 MB each at 4K: ~6.4 GB, ~26 GB at 8K.
+RENDER_FRAME_BUFFER_BYTES = 512 << 20
+# What one reenact job holds besides the frame chunk, MB: Python, torch, the model, the score's
+# instruments (dlib, face-api's net, MediaPipe) -- the 4000 MB the SLURM profile gave every job ran
+# the 480p renders; this keeps that as the floor. A full-resolution paste_back video adds its x264
+# encoder's frames (lookahead, reference and threads' frames: ~60 frames of 1.5 bytes a pixel) and
+# the frames in flight (the frame, the pasted frame, the panels: ~8 of 3 bytes a pixel).
+# ESTIMATES from the formula, not yet measured: bench/bench_render.py should record peak RSS at
+# 1080p and 4K (issue 39, item 7) and these constants follow the measurement.
+RENDER_BASE_MB = 4000
+RENDER_ENCODER_FRAMES = 60
+RENDER_FRAMES_IN_FLIGHT = 8
+RENDER_ASSUMED_SIZE = (3840, 2160)  # before ingest wrote the driver's meta (Snakemake re-evaluates after)
+
+
+def reenact_mem_mb(meta_path, render: dict) -> int:
+    """mem_mb of one reenact job (rules/reenact.smk), from the driver's resolution in its ingest
+    meta JSON and the render settings: a cluster scheduler gets what the job holds at 4K or 8K."""
+    import json
+
+    try:
+        with open(meta_path) as handle:
+            meta = json.load(handle)
+        width, height = int(meta["width"]), int(meta["height"])
+    except (OSError, ValueError, KeyError, TypeError):
+        width, height = RENDER_ASSUMED_SIZE
+    pixels = width * height
+    mb = RENDER_BASE_MB * 2**20
+    full_frames = (render or {}).get("layout") == "grid" or bool((render or {}).get("paste_back"))
+    if full_frames:
+        mb += min(RENDER_FRAME_BUFFER_BYTES, 256 * 3 * pixels) + RENDER_FRAMES_IN_FLIGHT * 3 * pixels
+    if (render or {}).get("paste_back"):
+        mb += RENDER_ENCODER_FRAMES * 1.5 * pixels
+    return int(-(-mb // (100 * 2**20)) * 100)  # whole hundreds of MB, rounded up
+
+
 def reenact_attributes(config: dict, actor: str) -> list[str]:
     """The actor's CelebA attribute vectors, an input only when ``render.edit`` asks for them."""
     return [f"results/attributes/{actor}.h5"] if (config.get("render") or {}).get("edit") else []

@@ -39,6 +39,7 @@ from facevae.faces.io import DriverTrack, read_faces
 from facevae.instruments import mean_descriptor
 from facevae.modelio import Codec, pick_device
 from facevae import FACE_SIZE
+from facevae.planning import RENDER_FRAME_BUFFER_BYTES
 from facevae.scoring import ScoreMeter, retrieval_index, write_score_outputs
 from facevae.video import VideoWriter, read_frames
 
@@ -194,6 +195,13 @@ class Timings:
         return dataclasses.asdict(self)
 
 
+def frames_per_chunk(width: int, height: int, chunk: int = 256) -> int:
+    """How many full-resolution driver frames one render chunk holds: ``chunk`` at most, and no
+    more than :data:`~facevae.planning.RENDER_FRAME_BUFFER_BYTES` (one frame at least) -- the
+    chunk is bounded by bytes, not frames (256 frames were ~6.4 GB at 4K, ~26 GB at 8K)."""
+    return max(1, min(int(chunk), RENDER_FRAME_BUFFER_BYTES // max(1, 3 * int(width) * int(height))))
+
+
 def render_reenactment(
     track_path,
     video_path,
@@ -262,6 +270,7 @@ def render_reenactment(
         need_frames = cfg.layout == "grid" or "paste" in outputs
         paster = None
         if need_frames:
+            chunk = frames_per_chunk(info.width, info.height, chunk)
             geometry = track.align_config()
             paster = Paster(track.crop_size, geometry.template_scale, geometry.template_offset_y, cfg.feather,
                             interpolation=cfg.interpolation)

@@ -55,6 +55,34 @@ def _out_of_space(err: BaseException | None) -> bool:
     return False
 
 
+# Environment faults a user fixes (a folder in the way, no permission, a read-only disk): one line
+# naming the file, like a FacevaeError, not a traceback. The hint says what to do.
+_UNWRITABLE = {
+    errno.EISDIR: "a folder is in the way: move or remove it",
+    errno.ENOTDIR: "a file is in the way where a folder is needed: move or remove it",
+    errno.EACCES: "permission denied: check the owner and mode of the file and its folder",
+    errno.EPERM: "operation not permitted: check the owner and mode of the file and its folder",
+    errno.EROFS: "the file system is read-only: run where results/ is writable",
+}
+_UNWRITABLE_WORDS = {"Is a directory": errno.EISDIR, "Not a directory": errno.ENOTDIR, "Permission denied": errno.EACCES,
+                     "Read-only file system": errno.EROFS}
+
+
+def _unwritable(err: BaseException | None) -> str | None:
+    """The one-line message when ``err`` (or what caused it) is an environment fault on a file."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError):
+            code = err.errno if err.errno in _UNWRITABLE else next(
+                (c for words, c in _UNWRITABLE_WORDS.items() if words in str(err)), None)  # h5py: no errno
+            if code is not None:
+                name = err.filename2 if err.errno == errno.EISDIR and err.filename2 else err.filename
+                what = f"{name}: " if name else ""
+                return f"{what}{os.strerror(code)} -- {_UNWRITABLE[code]} ({err.strerror or err})"
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
 def _disk_full_error(smk) -> str:
     outputs = ", ".join(str(p) for p in smk.output) or "its outputs"
     where = Path(str(smk.output[0])).parent if len(smk.output) else Path(".")
@@ -98,6 +126,11 @@ def run_rule(smk, main) -> None:
     except BaseException as err:
         if _out_of_space(err):  # not a bug: one line, like any error the user can fix
             _exit_disk_full(smk, console, traceback.format_exc())
+        unwritable = _unwritable(err)
+        if unwritable:  # not a bug either: the file system said no
+            logging.getLogger("facevae").error("%s\n%s", unwritable, traceback.format_exc())
+            print(f"facevae error in rule {smk.rule}: {unwritable}", file=console, flush=True)
+            sys.exit(1)
         text = traceback.format_exc()
         logging.getLogger("facevae").error("%s", text)
         print(text, file=console, flush=True)

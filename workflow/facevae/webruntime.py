@@ -10,6 +10,7 @@ so the page needs no network and no node_modules when it is served.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,7 +22,10 @@ from facevae import FacevaeError
 
 PAGE_SOURCE = Path(__file__).resolve().parents[1] / "page"
 #: The page's own files (workflow/page/), copied beside index.html.
-PAGE_FILES = ("index.html", "app.js", "align.js", "page.css")
+PAGE_FILES = ("index.html", "app.js", "align.js", "integrity.js", "page.css")
+#: index.html's placeholder for page.json's sha256 (filled by :func:`copy_page_files`; the page
+#: checks page.json's bytes against it, and every file page.json lists against page.json's sha256).
+PAGE_SHA_PLACEHOLDER = 'name="facevae-page-sha256" content=""'
 #: vendor/<dest> <- node_modules/<src>.
 VENDOR_FILES = {
     "ort/ort.wasm.min.mjs": "onnxruntime-web/dist/ort.wasm.min.mjs",
@@ -115,13 +119,81 @@ def install_runtime(vendor: str | os.PathLike, source: Path = PAGE_SOURCE, log=N
     return versions
 
 
-def copy_page_files(outdir: str | os.PathLike, source: Path = PAGE_SOURCE) -> list[Path]:
-    """The page's own HTML / JS / CSS beside the actor's models."""
+def copy_page_files(outdir: str | os.PathLike, source: Path = PAGE_SOURCE, page_sha256: str = "") -> list[Path]:
+    """The page's own HTML / JS / CSS beside the actor's models; index.html carries ``page_sha256``
+    (page.json's, from :func:`check_page_files`). index.html is written last."""
     out = []
-    for name in PAGE_FILES:  # not facevae.atomic: it imports numpy, which envs/page.yaml does not have
-        dest = Path(outdir) / name
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copy2(source / name, tmp)
-        os.replace(tmp, dest)
+    for name in sorted(PAGE_FILES, key=lambda n: n == "index.html"):  # index.html last: the rule's file output
+        dest = Path(outdir) / name  # not facevae.atomic: it imports numpy, which envs/page.yaml does not have
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        try:
+            if name == "index.html":
+                html = (source / name).read_text(encoding="utf-8")
+                if PAGE_SHA_PLACEHOLDER not in html:
+                    raise FacevaeError(f"{source / name} lacks the page.json checksum placeholder ({PAGE_SHA_PLACEHOLDER})")
+                tmp.write_text(html.replace(PAGE_SHA_PLACEHOLDER, f'name="facevae-page-sha256" content="{page_sha256}"'),
+                               encoding="utf-8")
+            else:
+                shutil.copy2(source / name, tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
         out.append(dest)
     return out
+
+
+# --- the page's files as page_models wrote them ------------------------------------------------------
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of page.json's content (canonical JSON, without ``self_sha256``): an edit of any value
+    changes it, a re-indent does not."""
+    body = {k: v for k, v in manifest.items() if k != "self_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal_manifest(manifest: dict, folder: str | os.PathLike, model_path: str | os.PathLike | None = None) -> dict:
+    """``manifest`` with the sha256 of every file it lists (in ``folder``), of the model it was
+    exported from, and of itself: what :func:`check_page_files` and the page check."""
+    sealed = dict(manifest)
+    sealed["sha256"] = {name: sha256_file(Path(folder) / name) for name in manifest["files"].values()}
+    if model_path is not None:
+        sealed["model_sha256"] = sha256_file(model_path)
+    sealed["self_sha256"] = manifest_digest(sealed)
+    return sealed
+
+
+def check_page_files(folder: str | os.PathLike) -> str:
+    """FacevaeError naming the file when page.json or a file it lists is not as page_models wrote
+    it (a truncated decoder.onnx, an edited page.json: Snakemake then re-runs only the page rule,
+    which built a broken page and exited 0). Returns page.json's sha256 (for index.html)."""
+    folder = Path(folder)
+    path = folder / "page.json"
+    rebuild = f"rebuild it: snakemake --cores all --forcerun page_models {folder / 'index.html'}"
+    try:
+        raw = path.read_bytes()
+        manifest = json.loads(raw)
+    except (OSError, ValueError) as err:
+        raise FacevaeError(f"{path} cannot be read as JSON ({err}): it was cut short or edited; {rebuild}") from None
+    if not isinstance(manifest, dict) or "self_sha256" not in manifest or not isinstance(manifest.get("sha256"), dict):
+        raise FacevaeError(f"{path} records no checksums (written by an older facevae, or edited); {rebuild}")
+    if manifest_digest(manifest) != manifest["self_sha256"]:
+        raise FacevaeError(f"{path} was edited after page_models wrote it (its content no longer matches its "
+                           f"self_sha256); {rebuild}")
+    for name in (manifest.get("files") or {}).values():
+        expected = manifest["sha256"].get(name)
+        target = folder / name
+        actual = sha256_file(target) if target.is_file() else None
+        if expected is None or actual != expected:
+            what = "is missing" if actual is None else f"does not match page.json (sha256 {actual[:12]}..., page.json " \
+                                                       f"records {str(expected)[:12]}...)"
+            raise FacevaeError(f"{target} {what}: it changed after page_models wrote it; {rebuild}")
+    return hashlib.sha256(raw).hexdigest()

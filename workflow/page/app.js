@@ -4,6 +4,7 @@
 // window.facevae is the test hook (tests/test_page.py) and the console's handle on the page.
 import * as ort from "./vendor/ort/ort.wasm.min.mjs";
 import { alignLandmarks, boxAround, neutralShape, normalise } from "./align.js";
+import { loadVerified } from "./integrity.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -28,11 +29,14 @@ const live = {
 // ------------------------------------------------------------------------------- models
 
 async function loadModels() {
-  const manifest = await (await fetch("page.json")).json();
+  // page.json and the graphs, each checked against the sha256 the build recorded: a changed file
+  // stops the page with a message naming it ("The page could not start: ...") -- not a blank canvas.
+  const recorded = document.querySelector('meta[name="facevae-page-sha256"]')?.content;
+  const { manifest, files } = await loadVerified(location.href, recorded);
   const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
   const [decoder, drive] = await Promise.all([
-    ort.InferenceSession.create(manifest.files.decoder, options),
-    ort.InferenceSession.create(manifest.files.drive, options),
+    ort.InferenceSession.create(files.decoder, options),
+    ort.InferenceSession.create(files.drive, options),
   ]);
   Object.assign(page, { manifest, decoder, drive });
   live.detectEvery = live.detectEvery || manifest.live.detect_every;

@@ -10,7 +10,7 @@ from facevae.rulerun import run_rule
 
 def main(smk):
     actor = smk.wildcards.person
-    fetch_dataset(smk.params.source, smk.output.faces, actor=actor, size=smk.params.size, retries=smk.params.retries)
+    fetch_dataset(smk.params.source, smk.output.faces, actor=actor, size=smk.params.size, download=smk.params.download)
     dataset_report(smk.output.faces, actor, smk.params.source, smk.output.kept, smk.output.counts)
 
 

@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -23,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from facevae import FACE_SIZE, FacevaeError, __version__
-from facevae.atomic import write_png, write_text
+from facevae.atomic import temp_folder, write_png, write_text
+from facevae.download import fetch_file, redact
 from facevae import sheets
 from facevae.faces import io as fio
 from facevae.faces.track import REASONS
@@ -225,34 +224,29 @@ def _counts(table: pd.DataFrame, person: str, role: str) -> dict:
 # --- actors.<a>.dataset ------------------------------------------------------------------------
 
 
-def fetch_dataset(source: str, out: Path | str, *, actor: str, size: int, retries: int = 3) -> dict:
-    """Copy (path) or download (http/https URL) a blog-format HDF5, check it, move it to ``out``."""
+def fetch_dataset(source: str, out: Path | str, *, actor: str, size: int, download: dict | None = None) -> dict:
+    """Copy (path) or download (http/https URL, under the ``download:`` limits: see
+    :mod:`facevae.download`) a blog-format HDF5, check it, move it to ``out``."""
     out = Path(out)
     key = f"actors.{actor}.dataset"
+    shown = redact(source)  # a password in the URL is never written to a message or a file
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)[1])
+    work = temp_folder(out)  # the watchdog counts its bytes; a SIGKILLed run's folder is removed by the next
+    tmp = work / "dataset.h5"
     try:
         if source.startswith(("http://", "https://")):
-            for attempt in range(1, retries + 2):
-                try:
-                    with urllib.request.urlopen(source, timeout=60) as response, open(tmp, "wb") as handle:
-                        shutil.copyfileobj(response, handle, 1 << 20)
-                    break
-                except OSError as err:
-                    if attempt > retries:
-                        raise FacevaeError(f"{key}: download of {source} failed: {err}") from None
-                    log.warning("%s: attempt %d failed (%s); retrying", key, attempt, err)
+            fetch_file(source, tmp, download or {}, key)
         else:
             if not Path(source).is_file():
                 raise FacevaeError(f"{key}: file not found: {source}")
             shutil.copyfile(source, tmp)
-        summary = fio.check_blog_dataset(tmp, what=key, shown=source)
+        summary = fio.check_blog_dataset(tmp, what=key, shown=shown)
         if summary["size"] != size:
-            raise FacevaeError(f"{key}: {source} holds {summary['size']} px faces but faces.size is {size}")
+            raise FacevaeError(f"{key}: {shown} holds {summary['size']} px faces but faces.size is {size}")
         os.replace(tmp, out)
-        return {**summary, "source": source}
+        return {**summary, "source": shown}
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def dataset_report(h5_path: Path | str, actor: str, source: str, out_kept: Path | str, out_counts: Path | str) -> dict:
@@ -262,6 +256,7 @@ def dataset_report(h5_path: Path | str, actor: str, source: str, out_kept: Path 
         idx = np.unique(np.linspace(0, n - 1, min(n, 320)).round().astype(int))
         sample = node[idx]
     write_png(out_kept, contact_sheet(sample, f"{actor}: {n} faces from {Path(source).name} (given dataset)", max_faces=320))
-    counts = {"person": actor, "role": "actor", "dataset": source, "frames": int(n), "in_dataset": int(n), "by_reason": {}}
+    counts = {"person": actor, "role": "actor", "dataset": redact(source), "frames": int(n), "in_dataset": int(n),
+              "by_reason": {}}
     write_text(out_counts, json.dumps(counts, indent=2) + "\n")
     return counts

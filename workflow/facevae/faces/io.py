@@ -180,7 +180,12 @@ def check_blog_dataset(path: Path | str, what: str = "dataset", shown: str | Non
     name = shown or str(path)
     try:
         with h5py.File(path, "r") as h5:
-            if "data" not in h5 or not isinstance(h5["data"], h5py.Dataset):
+            link = h5.get("data", getlink=True)
+            if link is None:
+                raise FacevaeError(f"{what}: {name} has no dataset 'data' (datasets: {', '.join(h5.keys()) or 'none'})")
+            _refuse_foreign_storage(h5, link, what, name)
+            _refuse_foreign_objects(h5, what, name)  # read_faces reads every top-level dataset, not only data
+            if not isinstance(h5["data"], h5py.Dataset):
                 raise FacevaeError(f"{what}: {name} has no dataset 'data' (datasets: {', '.join(h5.keys()) or 'none'})")
             node = h5["data"]
             shape, dtype = node.shape, node.dtype
@@ -190,10 +195,67 @@ def check_blog_dataset(path: Path | str, what: str = "dataset", shown: str | Non
                 raise FacevaeError(f"{what}: {name} dataset 'data' must be N x S x S x 3 (square RGB faces), got shape {shape}")
             if shape[0] == 0:
                 raise FacevaeError(f"{what}: {name} dataset 'data' is empty (no faces)")
+            try:  # the first and last faces decode (a filter this HDF5 lacks, a cut-off file fail here)
+                node[0], node[shape[0] - 1]
+            except (OSError, ValueError, RuntimeError) as err:
+                raise FacevaeError(f"{what}: {name} dataset 'data' cannot be read: {str(err).replace(str(path), name)}") from None
             return {"count": int(shape[0]), "size": int(shape[1])}
     except OSError as err:
         reason = str(err).replace(str(path), name)
         raise FacevaeError(f"{what}: {name} is not a readable HDF5 file: {reason}") from None
+
+
+# HDF5 can make a dataset read bytes from outside its own file: external raw storage (a list of
+# other files and offsets), a virtual dataset (a map onto other files' datasets) or an external
+# link. A given dataset file is read into the actor's faces, kept.png, the model and the page, so
+# such a file would copy any local file the workflow can read into them: only a dataset whose
+# bytes live in the file itself is accepted (compact, contiguous or chunked layout).
+_LOCAL_LAYOUTS = {h5py.h5d.COMPACT: "compact", h5py.h5d.CONTIGUOUS: "contiguous", h5py.h5d.CHUNKED: "chunked"}
+
+
+def _refuse_foreign_storage(h5: h5py.File, link, what: str, name: str) -> None:
+    """FacevaeError naming the construct when ``data`` (reached through ``link``) is not stored in ``h5``."""
+    if isinstance(link, h5py.ExternalLink):
+        raise FacevaeError(f"{what}: {name} 'data' is an external link to {link.filename}:{link.path}; only a "
+                           "dataset stored in the file itself is accepted (copy the faces into it)")
+    if isinstance(link, h5py.SoftLink):
+        raise FacevaeError(f"{what}: {name} 'data' is a soft link to {link.path}; only a dataset stored in the "
+                           "file itself under the name 'data' is accepted")
+    node = h5["data"]
+    if not isinstance(node, h5py.Dataset):
+        return
+    if node.is_virtual:
+        sources = sorted({source.file_name for source in node.virtual_sources()})
+        raise FacevaeError(f"{what}: {name} 'data' is a virtual dataset (mapped onto {', '.join(sources)}); only a "
+                           "dataset stored in the file itself is accepted")
+    if node.external:
+        files = sorted({str(entry[0]) for entry in node.external})
+        raise FacevaeError(f"{what}: {name} 'data' uses external storage (its bytes are read from "
+                           f"{', '.join(files)}); only a dataset stored in the file itself is accepted")
+    layout = node.id.get_create_plist().get_layout()
+    if layout not in _LOCAL_LAYOUTS:
+        raise FacevaeError(f"{what}: {name} 'data' has HDF5 storage layout {layout}; only a compact, contiguous or "
+                           "chunked dataset stored in the file itself is accepted")
+
+
+def _refuse_foreign_objects(h5: h5py.File, what: str, name: str) -> None:
+    """FacevaeError naming the first object anywhere in ``h5`` that reads bytes from outside it
+    (an external link, or a dataset with external storage or a virtual layout): the faces file is
+    read whole (landmarks, frame, ... beside data) by the stages after it."""
+    found: list[str] = []
+
+    def visit(path, link):
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"'{path}' is an external link to {link.filename}:{link.path}")
+        elif isinstance(link, h5py.HardLink):
+            node = h5.get(path)
+            if isinstance(node, h5py.Dataset) and (node.is_virtual or node.external):
+                found.append(f"'{path}' reads its bytes from another file ({'virtual dataset' if node.is_virtual else 'external storage'})")
+        return found[0] if found else None  # stop at the first
+
+    h5.visititems_links(visit)
+    if found:
+        raise FacevaeError(f"{what}: {name} {found[0]}; only objects stored in the file itself are accepted")
 
 
 class TrackWriter:

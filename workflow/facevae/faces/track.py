@@ -336,16 +336,31 @@ def _load_blocks(paths: list[str], keys: tuple[str, ...]) -> tuple[dict, list[in
 # --- the whole video ---------------------------------------------------------------------------
 
 
-def parse_frame_list(items) -> set[int]:
-    """Config frame list ([12, "40-55"]) -> set of frame numbers."""
-    frames: set[int] = set()
+def parse_frame_list(items) -> list[tuple[int, int]]:
+    """Config frame list ([12, "40-55"]) -> inclusive (first, last) ranges, kept as ranges: a range
+    of a billion frames is two numbers, not a set of a billion ints (~380 MB per 5 M frames).
+    A range that runs backwards is a FacevaeError (the config check names its key first)."""
+    ranges: list[tuple[int, int]] = []
     for item in items or []:
         if isinstance(item, str):
             first, last = (int(v) for v in item.split("-"))
-            frames.update(range(first, last + 1))
+            if last < first:
+                raise FacevaeError(f"exclude range '{item}' runs backwards (write first-last, e.g. '{last}-{first}')")
+            ranges.append((first, last))
         else:
-            frames.add(int(item))
-    return frames
+            ranges.append((int(item), int(item)))
+    return ranges
+
+
+def exclusion_mask(excluded, n_frames: int) -> np.ndarray:
+    """bool (n_frames,): True for the frames in ``excluded`` -- (first, last) ranges or frame
+    numbers; what lies past the video's end is ignored."""
+    mask = np.zeros(n_frames, dtype=bool)
+    for item in excluded or ():
+        first, last = item if isinstance(item, tuple) else (item, item)
+        if first < n_frames:
+            mask[max(0, int(first)) : min(int(last), n_frames - 1) + 1] = True
+    return mask
 
 
 def run_workers(video: Path, layout: dict, aligner_kw: dict, cfg: AlignConfig, settings: TrackerSettings, workers: int,
@@ -477,9 +492,9 @@ def extract_track(
 
 
 def decide(meta: dict, n_frames: int, settings: TrackerSettings, cfg: AlignConfig, role: str,
-           ref_desc: np.ndarray | None, excluded: set[int]) -> dict:
+           ref_desc: np.ndarray | None, excluded) -> dict:
     """Per-frame rows of the tracks file from all face records of a video: which face is the
-    person's, its measures, and the verdict."""
+    person's, its measures, and the verdict. ``excluded``: frame numbers or (first, last) ranges."""
     rows = {
         "landmarks": np.full((n_frames, 68, 2), np.nan, np.float32),
         "transforms": np.full((n_frames, 2, 3), np.nan),
@@ -553,10 +568,11 @@ def _face_px(m: np.ndarray, cfg: AlignConfig) -> float:
 
 
 def _verdicts(rows, flags, present, n_frames, settings, role, excluded) -> dict:
+    excluded = exclusion_mask(excluded, n_frames)
     for f in range(n_frames):
         if not present[f]:
             flags[f].insert(0, NO_FACE)
-        if f in excluded:
+        if excluded[f]:
             flags[f].append(EXCLUDED)
         if present[f]:
             if rows["face_px"][f] < settings.min_size:
