@@ -20,6 +20,7 @@ import http.server
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -159,13 +160,10 @@ def main() -> None:
     folder = build()
     clip_src = WORK / "results/videos/tpsmm/driving.mp4"
     site = WORK / "site"
-    site.mkdir(exist_ok=True)
-    for item in folder.iterdir():
-        link = site / item.name
-        if not link.exists():
-            link.symlink_to(item)
-    if not (site / "clip.mp4").exists():
-        (site / "clip.mp4").symlink_to(clip_src)
+    # A copy, not links: serve_page serves only files whose real location is inside its folder.
+    shutil.rmtree(site, ignore_errors=True)
+    shutil.copytree(folder, site)
+    shutil.copy2(clip_src, site / "clip.mp4")
     clip = WORK / "camera.y4m"
     n_frames = write_coded_y4m(clip_src, clip)
     chromium = chromium_path()
