@@ -60,10 +60,17 @@ VARIANTS = {
     "nw0.05-t0.5": ({"map": "nadaraya", "bandwidth": 0.05}, {"transfer": 0.5}, {}),
     "nw0.05-t1": ({"map": "nadaraya", "bandwidth": 0.05}, {"transfer": 1.0}, {}),
     "krr-l0.01": ({"l2": 0.01}, {}, {}),
+    "nw0.05-eyestep": ({"map": "nadaraya", "bandwidth": 0.05, "mouth_step": False}, {}, {}),
+    "nw0.05-eyestep-t1": ({"map": "nadaraya", "bandwidth": 0.05, "mouth_step": False}, {"transfer": 1.0}, {}),
+    "nw0.1-eyestep": ({"map": "nadaraya", "bandwidth": 0.1, "mouth_step": False}, {}, {}),
+    "nw0.02-eyestep": ({"map": "nadaraya", "bandwidth": 0.02, "mouth_step": False}, {}, {}),
+    "eyestep": ({"mouth_step": False}, {}, {}),
 }
 
 
 def pairs_of(kind: str, work: Path) -> list[tuple[str, str, str]]:
+    if kind == "ci":  # the CI pipeline's d6 driven by tpsmm (a tuning pair; its HDTF pair is validation's driver)
+        return [("d6", "tpsmm", "driving")]
     if kind == "tuning":
         actors = ("d6", "d10", "d3", "d13")
         return [(a, d, v) for a in actors for d, v in [("tpsmm", "driving"), *((f"{b}full", "full") for b in actors if b != a)]]
@@ -99,6 +106,7 @@ def main() -> None:
     names = sys.argv[3:] or list(VARIANTS)
     meter = Meter(work)
     pairs = pairs_of(kind, work)
+    pairs = [p for p in pairs if (work / f"results/tracks/{p[1]}/{p[2]}.h5").is_file() or print("no track yet:", p)]
     only = os.environ.get("SWEEP_ACTORS", "").split()  # a subset of the actors (their rows replace theirs only)
     if only:
         pairs = [p for p in pairs if p[0] in only]
@@ -149,7 +157,7 @@ def main() -> None:
                       f"{row['base_mesh_mouth']:.3f}) amp {row['amp_mesh_mouth']:.2f} eye {row['mesh_eye']:.3f} "
                       f"dlib mouth {row['dlib_mouth']:.3f}", flush=True)
     table = pd.DataFrame(rows)
-    out = REPO / "bench" / "results" / f"mouth_sweep_{kind}.tsv"
+    out = Path(os.environ.get("SWEEP_OUT") or REPO / "bench" / "results" / f"mouth_sweep_{kind}.tsv")
     if out.is_file():  # keep the other variants' rows
         old = pd.read_csv(out, sep="\t")
         replaced = old.variant.isin(names) & old.actor.isin(table.actor.unique())

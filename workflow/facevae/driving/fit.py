@@ -57,6 +57,7 @@ class RetargetSettings:
     eye_gain_max: float = 2.0
     brow_weight: float = BROW_WEIGHT
     eye_keeps_mouth: bool = True
+    mouth_step: bool = True  # the read-out's mouth step (a dataclass field the bench sets; not a config key)
 
     def __post_init__(self):
         if self.features not in FEATURES:
@@ -309,6 +310,9 @@ def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettin
               "map": settings.map, "bandwidth": settings.bandwidth, "l2": settings.l2, "folds": settings.folds,
               "brow_weight": settings.brow_weight}
     readout = fit_readout(norm, mu, settings.folds) if settings.readout else None
+    if readout is not None and not settings.mouth_step:  # the map alone carries the mouth
+        readout["used"][1] = False
+        readout["steps"][1] = 0.0
     report["readout"] = readout is not None and any(readout["used"])
     if readout is not None:
         report["readout_eye_r"], report["readout_mouth_r"] = readout["heldout_r"]
