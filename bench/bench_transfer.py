@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,14 +34,14 @@ sys.path.insert(0, str(REPO / "workflow"))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 
 from facevae.train import TrainSettings  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from benchlib import MEDIA, run_workflow  # noqa: E402
+
 TRAINING = TrainSettings()  # the bench trains with the defaults: its header states them
 
-MEDIA = Path(os.environ.get("FACEVAE_MEDIA", REPO.parent / "shared" / "data"))
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # Actor clip -> seconds used for training (the rest drives the self row).
 ACTORS = {"d6": ("lp_d6.mp4", 25), "d10": ("lp_d10.mp4", 11), "d3": ("lp_d3.mp4", 9), "d13": ("lp_d13.mp4", 9)}
 # The results folders the retarget and encoder runs link from the default run, and the rules writing them.
@@ -78,17 +77,10 @@ def video_of(driver: str) -> str:
 
 
 def run(workdir: Path, drive: str, forced: tuple[str, ...] = ()) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
     cfg = config(drive)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    targets = [f"results/reenact/{p['actor']}/{p['driver']}/{video_of(p['driver'])}.tsv" for p in cfg["reenact"]]
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile",
-           str(workdir / "config.yaml"), "--cores", "2", "--set-threads", "reenact=1", "--rerun-incomplete", *targets,
-           "--rerun-triggers", "mtime"]
-    if forced:
-        cmd += ["--forcerun", *forced]
-    print("==", drive, "->", workdir, flush=True)
-    subprocess.run(cmd, check=True)
+    print("==", drive, flush=True)
+    run_workflow(workdir, cfg, [f"results/reenact/{p['actor']}/{p['driver']}/{video_of(p['driver'])}.tsv"
+                                for p in cfg["reenact"]], forced)
 
 
 def collect(workdir: Path, drive: str) -> pd.DataFrame:

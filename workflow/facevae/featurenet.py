@@ -211,7 +211,7 @@ def train_feature_net(aligned_h5, out_path, metrics_path=None, plot_path=None, s
     the majority-class accuracy on the same faces (the bar to beat), sizes, seconds."""
     from tqdm.auto import tqdm
 
-    from .modelio import pick_device, use_bf16
+    from .modelio import pick_device
 
     s = {**DEFAULTS, **(settings or {})}
     unknown = sorted(set(s) - set(DEFAULTS))
@@ -226,7 +226,7 @@ def train_feature_net(aligned_h5, out_path, metrics_path=None, plot_path=None, s
     if len(tr) < 2:
         raise FacevaeError(f"{aligned_h5}: {len(images)} faces are too few to train the feature network")
     device = pick_device(s["device"], "featurenet.device")
-    bf16 = use_bf16("auto", device) and device.type == "cuda"  # the feature net: bf16 on CUDA only (not measured on CPUs)
+    bf16 = device.type == "cuda"  # the feature net: bf16 on CUDA only (not measured on CPUs)
     torch.manual_seed(s["seed"])
     net = AttributeNet(width=int(s["width"]), n_out=attrs.shape[1]).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=s["lr"])

@@ -57,10 +57,10 @@ def save_model(path: str | os.PathLike, model: VAE, info: dict | None = None) ->
     )
 
 
-def read_blob(path: str | os.PathLike, fmt: str, version: int, what: str, rebuild: str = "") -> dict:
+def read_blob(path: str | os.PathLike, fmt: str, version: int, what: str, rebuild: str = "", oldest: int = 0) -> dict:
     """A facevae torch file (a weights_only-loadable dict with ``format`` and ``version``), checked;
     every failure is one FacevaeError naming the file, ``what`` it is and, for a damaged file, the
-    ``rebuild`` command."""
+    ``rebuild`` command. ``oldest``: the oldest version still read (an older file is refused so)."""
     path = Path(path)
     if not path.is_file():
         raise FacevaeError(f"{what} {path} not found")
@@ -74,6 +74,9 @@ def read_blob(path: str | os.PathLike, fmt: str, version: int, what: str, rebuil
         raise FacevaeError(f"{path} is not a facevae {what} (no format '{fmt}')")
     if blob.get("version", 0) > version:
         raise FacevaeError(f"{path} is {what} format version {blob['version']}; this facevae reads up to {version}")
+    if blob.get("version", 0) < oldest:
+        hint = f"; rebuild it with `snakemake --forcerun {rebuild}`" if rebuild else ""
+        raise FacevaeError(f"{what} {path} is format version {blob.get('version', 0)}, older than {oldest}{hint}")
     return blob
 
 
@@ -198,11 +201,6 @@ def resolve_precision(precision: str, device: torch.device, cpu_flags: list[str]
             return True, f"auto: the CPU has {', '.join(flags)}"
         return False, "auto: the CPU has no native bf16 (avx512_bf16 or amx_bf16)"
     return False, f"auto: fp32 on {device.type}"
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast? (see :func:`resolve_precision`)."""
-    return resolve_precision(precision, device)[0]
 
 
 class Codec:

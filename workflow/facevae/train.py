@@ -507,8 +507,9 @@ def train_vae(
     batch_size = min(settings.batch_size, n_train)
     n_batches = n_train // batch_size
     epochs = settings.epochs_for(n_batches)
-    if settings.steps_warning(n_batches):
-        log.warning("%s", settings.steps_warning(n_batches))
+    steps_warning = settings.steps_warning(n_batches)
+    if steps_warning:
+        log.warning("%s", steps_warning)
     baseline = mean_face_mse(faces.data[train_rows], faces.data[held_rows]) if len(held_rows) else float("nan")
 
     state = {"epoch": 0, "batch": 0, "perm": None, "sums": None, "epoch_seconds": 0.0, "history": [], "seconds": 0.0, "resumed": 0}

@@ -106,15 +106,16 @@ def _solve_map(x: np.ndarray, z: np.ndarray, settings: RetargetSettings, median_
         gram = xc.T @ xc + settings.l2 * len(x) * xc.var(axis=0).mean() * np.eye(x.shape[1])
         return {"centres": np.zeros((0, x.shape[1])), "coef": np.linalg.solve(gram, xc.T @ zc), "x_mean": x_mean,
                 "z_mean": z_mean, "inv_width": 0.0}
-    centres = x[evenly_spread(len(x), settings.max_centres)]
+    spread = evenly_spread(len(x), settings.max_centres)
+    centres = x[spread]
     if median_d2 is None:
         d2 = ((centres[:, None] - centres[None]) ** 2).sum(-1)
         median_d2 = float(np.median(d2[d2 > 0])) if (d2 > 0).any() else 1.0
     inv_width = 1.0 / (2.0 * settings.bandwidth * median_d2)
-    k_nm = np.exp(-((x[:, None] - centres[None]) ** 2).sum(-1) * inv_width)
     if settings.map == "nadaraya":  # no solve: the centres' own codes, weighted at run time
-        return {"centres": centres, "coef": zc[evenly_spread(len(x), settings.max_centres)], "x_mean": x_mean,
-                "z_mean": z_mean, "inv_width": inv_width, "median_d2": median_d2}
+        return {"centres": centres, "coef": zc[spread], "x_mean": x_mean, "z_mean": z_mean, "inv_width": inv_width,
+                "median_d2": median_d2}
+    k_nm = np.exp(-((x[:, None] - centres[None]) ** 2).sum(-1) * inv_width)
     if len(centres) == len(x):  # plain kernel ridge regression
         coef = np.linalg.solve(k_nm + settings.l2 * np.eye(len(x)), zc)
     else:  # subset of regressors: every face fits, the spread ones are the centres

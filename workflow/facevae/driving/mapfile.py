@@ -8,13 +8,11 @@ from pathlib import Path
 
 import torch
 
-from facevae import FacevaeError
 from facevae.driving.retarget_map import BakedDrive, LandmarkRetarget
 from facevae.modelio import atomic_torch_save, read_blob
 
 RETARGET_FORMAT = "facevae-retarget"
-# 3: the read-out's targets held in the actor's range. Older maps are refused by read_blob's version
-# check only when newer; a map without the range (version 1, 2) is refused here and refitted.
+# 3: the read-out's targets held in the actor's range; an older map (no range) is refused and refitted.
 RETARGET_VERSION = 3
 
 
@@ -31,9 +29,8 @@ def save_retarget(path: str | os.PathLike, module: LandmarkRetarget) -> Path:
 
 
 def load_retarget(path: str | os.PathLike) -> LandmarkRetarget:
-    blob = read_blob(path, RETARGET_FORMAT, RETARGET_VERSION, "retargeting map", rebuild="fit_retarget")
-    if blob.get("version", 0) < RETARGET_VERSION:
-        raise read_blob_error(path, f"format version {blob.get('version', 0)}, older than {RETARGET_VERSION}")
+    blob = read_blob(path, RETARGET_FORMAT, RETARGET_VERSION, "retargeting map", rebuild="fit_retarget",
+                     oldest=RETARGET_VERSION)
     s, cfg = blob["state"], blob["settings"]
     readout = None
     if s["readout_w"].shape[0] > 0:
@@ -42,10 +39,6 @@ def load_retarget(path: str | os.PathLike) -> LandmarkRetarget:
                               s["z_mean"].numpy(), cfg["inv_width"], cfg["features"], cfg["kind"], readout,
                               cfg["brow_weight"], blob.get("info", {}))
     return module.eval()
-
-
-def read_blob_error(path, why: str) -> FacevaeError:
-    return FacevaeError(f"retargeting map {path} is {why}; rebuild it with `snakemake --forcerun fit_retarget`")
 
 
 def export_onnx(module: LandmarkRetarget, path: str | os.PathLike, transfer: float = 1.0, gain: float = 1.0) -> Path:

@@ -55,7 +55,7 @@ class DrivePlan:
     descriptor's enlargement of the 64-px faces.
     """
 
-    drive: str = "auto"
+    drive: str = "auto"  # checked by RenderConfig (and the schema); mouth_points by driver_landmarks
     same_person_distance: float = 0.35
     self_blend: float = 0.5
     self_transfer: object = "encoder"
@@ -64,13 +64,6 @@ class DrivePlan:
     transfer: float = 0.75
     mouth_points: str = "faceapi"
     upscale: int = 4
-
-    def __post_init__(self):
-        if self.drive not in DRIVES:
-            raise FacevaeError(f"render.drive must be one of {', '.join(DRIVES)}, not {self.drive!r}")
-        if self.mouth_points not in MOUTH_POINTS:
-            raise FacevaeError(f"render.retarget.mouth_points must be one of {', '.join(MOUTH_POINTS)}, "
-                               f"not {self.mouth_points!r}")
 
     @classmethod
     def from_render(cls, drive: str, retarget: dict | None = None, **render) -> "DrivePlan":
@@ -212,8 +205,6 @@ def driver_landmarks(track, mouth_points: str, video_path=None, faceapi_model=No
     rows = np.flatnonzero(track.kept)
     faceapi = track_landmarks(track, video_path, load_faceapi_landmark_net(faceapi_model), rows)
     return with_faceapi_mouth(np.asarray(track.landmarks[:], np.float64)[rows], faceapi)
-
-
 
 
 def drive_track(plan: DrivePlan, codec, track, retarget_path=None, retarget_cfg: dict | None = None, actor_descriptor=None,

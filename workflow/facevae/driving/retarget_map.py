@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from facevae.driving.shapes import LEFT_EYE, RIGHT_EYE, normalise_points, retarget_shapes, shape_features, shape_openings
+from facevae.driving.shapes import normalise_points, retarget_shapes, shape_features, shape_openings
 
 MAPS = ("kernel", "linear", "nadaraya")
 
@@ -110,4 +110,3 @@ class BakedDrive(torch.nn.Module):
         return self.module(landmarks, driver_neutral, self.transfer, self.gain)
 
 
-__all__ = ["MAPS", "LandmarkRetarget", "BakedDrive", "apply_map", "LEFT_EYE", "RIGHT_EYE"]
