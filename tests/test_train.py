@@ -24,9 +24,9 @@ from support.timeouts import hang_guard
 from facevae import FacevaeError
 from facevae.config import ConfigError, validate
 from facevae.faces.io import read_track, write_faces
-from facevae.modelio import atomic_torch_save, load_model
-from facevae.train import (CHECKPOINT_FORMAT, METRIC_COLUMNS, TrainSettings, holdout_split, jitter_appearance, load_faces,
-                           train_vae)
+from facevae.modelio import atomic_torch_save, load_model, load_model_info
+from facevae.train import (CHECKPOINT_FORMAT, METRIC_COLUMNS, TrainSettings, final_fit_epochs, holdout_split, jitter_appearance,
+                           load_faces, train_vae)
 
 OUTPUT_NAMES = {
     "model": "model.pt",
@@ -136,6 +136,23 @@ def test_an_explicit_epochs_is_honoured_and_warned_about_below_min_steps():
     assert dataclasses.replace(quick, min_steps=0).steps_warning(9) == ""
 
 
+def test_the_final_fit_takes_its_share_of_the_steps_and_no_more():
+    """Issue 40: train.holdout.final_fit of the steps go to every face after the held-out measurement;
+    the total stays what it was (in the final fit's own, larger epochs); 0, or nothing held out, leaves the run as it was."""
+    settings = TrainSettings()
+    assert settings.holdout["final_fit"] == 0.2
+    split, final = final_fit_epochs(settings, 500, 9, 14, extra_faces=160)  # an 11-s clip: 9 batches split, 14 all
+    assert (split, final) == (400, round(100 * 9 / 14))
+    assert abs(split * 9 + final * 14 - 500 * 9) <= 14
+    assert final_fit_epochs(settings, 2, 1, 2, extra_faces=8) == (1, 1)  # one epoch of each at least
+    assert final_fit_epochs(settings, 500, 9, 9, extra_faces=0) == (500, 0)  # nothing was held out
+    off = dataclasses.replace(settings, holdout={**settings.holdout, "final_fit": 0.0})
+    assert final_fit_epochs(off, 500, 9, 14, extra_faces=160) == (500, 0)
+    with pytest.raises(ConfigError) as err:
+        validate(_config(holdout={"final_fit": 0.9}))
+    assert err.value.key == "train.holdout.final_fit"
+
+
 def test_small_actors_train_at_least_min_steps():
     """Epochs are raised so that a short clip still gets ``min_steps`` optimiser steps; a large
     one keeps ``epochs``; 0 turns it off; the cosine schedule spans the raised run."""
@@ -146,8 +163,8 @@ def test_small_actors_train_at_least_min_steps():
     assert dataclasses.replace(settings, min_steps=0).epochs_for(9) == 50
     assert settings.steps_warning(9) == ""
     cosine = dataclasses.replace(settings, lr_schedule="cosine")
-    assert cosine.lr_at(0, 0, 9) == pytest.approx(settings.lr)
-    assert cosine.lr_at(250, 0, 9) == pytest.approx(settings.lr / 2, rel=0.02)  # halfway through 500 epochs
+    assert cosine.lr_at(0, 4500) == pytest.approx(settings.lr)
+    assert cosine.lr_at(2250, 4500) == pytest.approx(settings.lr / 2, rel=0.02)  # halfway through the run
     with pytest.raises(ConfigError) as err:
         validate(_config(min_steps=-1))
     assert err.value.key == "train.min_steps"
@@ -199,8 +216,11 @@ def test_pipeline_trained_every_actor(pipeline):
             assert (folder / name).stat().st_size > 0, f"{actor}: {name} missing"
         metrics = pd.read_csv(folder / "metrics.tsv", sep="\t")
         assert list(metrics.columns) == list(METRIC_COLUMNS)
-        assert list(metrics["epoch"]) == list(range(1, epochs + 1))
-        assert np.isfinite(metrics[["loss", "recon", "kl", "heldout_mse", "images_per_s"]].to_numpy()).all()
+        assert list(metrics["epoch"]) == list(range(1, len(metrics) + 1))
+        measured = metrics[metrics.phase == "split"]
+        assert len(measured) == load_model_info(folder / "model.pt")["split_epochs"] and (metrics.phase == "final").any()
+        assert np.isfinite(metrics[["loss", "recon", "kl", "images_per_s"]].to_numpy()).all()
+        assert np.isfinite(measured.heldout_mse).all()
         split = pd.read_csv(folder / "split.tsv", sep="\t")
         faces = load_faces(work / "results/faces" / f"{actor}.h5")
         assert len(split) == len(faces) and set(split["split"]) <= {"train", "heldout", "gap"}
@@ -211,6 +231,7 @@ def test_pipeline_trained_every_actor(pipeline):
         assert model.config.arch == "conv" and model.config.latent_dim == 128
         assert model.info["seed"] == settings.seed and model.info["settings"]["epochs"] == epochs
         assert model.info["n_heldout"] == (split["split"] == "heldout").sum()
+        assert model.info["n_trained_on"] == len(faces)  # the final fit: the shipped model saw every kept face
         import cv2
 
         recon = cv2.imread(str(folder / "reconstructions.png"))
@@ -270,7 +291,8 @@ def test_blog_learns_held_out_frames_far_beyond_the_mean_face(d6_faces, tmp_path
           f"{info['heldout_mse']:.5f} = {ratio:.2f} x the mean face's {info['meanface_mse']:.5f}; "
           f"curve {metrics['heldout_mse'].round(5).tolist()}")
     assert ratio <= BLOG_TEST_RATIO
-    assert metrics["heldout_mse"].iloc[-1] < metrics["heldout_mse"].iloc[0]
+    measured = metrics["heldout_mse"].dropna()  # the split phase's; the final fit's rows have none
+    assert measured.iloc[-1] < measured.iloc[0] and measured.iloc[-1] == pytest.approx(info["heldout_mse"], rel=1e-5)
 
 
 @pytest.mark.media
@@ -390,6 +412,33 @@ def test_a_four_second_clip_trains(d6_faces, tmp_path, caplog):
     assert "train.holdout" in caplog.text and info["split_warning"] in caplog.text
     assert info["n_train"] >= 10 and (tmp_path / "model.pt").is_file()
     assert len(pd.read_csv(tmp_path / "metrics.tsv", sep="\t")) == 2
+
+
+@pytest.mark.media
+def test_a_short_clips_shipped_model_saw_its_footage_and_its_held_out_numbers_did_not(d6_faces, tmp_path):
+    """Issue 40: an 8-s clip (200 faces) loses ~60 % to the held-out blocks and their gaps; the final
+    fit trains the shipped model on every kept face (recorded in model.pt), while the reported held-out
+    MSE is exactly that of a run that stopped before the final fit -- a model that never saw those faces."""
+    found = load_faces(d6_faces)
+    path = tmp_path / "eight_seconds.h5"
+    write_faces(path, found.data[:200], {"aligner": "dlib"}, source=found.source[:200], frame=found.frame[:200],
+                time=found.time[:200])
+    base = {"model": "blog", "latent_dim": 8, "min_steps": 0, "batch_size": 16, "seed": 5}
+    info = train_vae(path, outputs_in(tmp_path / "shipped"), TrainSettings.from_config({**base, "epochs": 5}), tmp_path / "c1.pt",
+                     threads=2, progress=False)
+    model = load_model(tmp_path / "shipped" / "model.pt")
+    split = pd.read_csv(tmp_path / "shipped" / "split.tsv", sep="\t")
+    assert model.info["n_trained_on"] == len(split) == 200 and model.info["n_trained_on"] >= 0.9 * len(split)
+    assert (split["split"] == "train").sum() == model.info["n_train"] < 0.6 * len(split)  # what the measurement trained on
+    metrics = pd.read_csv(tmp_path / "shipped" / "metrics.tsv", sep="\t")
+    split_rows = metrics[metrics.phase == "split"]
+    assert len(split_rows) == info["split_epochs"] == 4 and (metrics.phase == "final").sum() == info["final_fit_epochs"] >= 1
+    assert np.isfinite(split_rows.heldout_mse).all() and metrics[metrics.phase == "final"].heldout_mse.isna().all()
+    measured_only = train_vae(path, outputs_in(tmp_path / "measured"),
+                              TrainSettings.from_config({**base, "epochs": 4, "holdout": {"final_fit": 0}}), tmp_path / "c2.pt",
+                              threads=2, progress=False)
+    assert measured_only["n_trained_on"] == measured_only["n_train"]
+    assert info["heldout_mse"] == measured_only["heldout_mse"]  # bit-equal: the same model measured
 
 
 # --- resume: a real Snakemake run, SIGTERM, re-run -----------------------------------------------

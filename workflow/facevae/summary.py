@@ -47,7 +47,8 @@ def run_summary(counts: list, metrics: list, models: list, scores: list):
         c = json.loads(Path(count_path).read_text())
         m = pd.read_csv(metrics_path, sep="\t")
         info = load_model_info(model_path)
-        held, mean = float(m["heldout_mse"].iloc[-1]), float(info.get("meanface_mse", float("nan")))
+        measured = m["heldout_mse"].dropna()  # the split model's; a final fit's epochs have none
+        held, mean = float(measured.iloc[-1]) if len(measured) else float("nan"), float(info.get("meanface_mse", float("nan")))
         per_actor[actor] = {"actor": actor, "faces_frames": int(c["frames"]), "faces_kept": int(c["in_dataset"]),
                             "epochs": int(m["epoch"].iloc[-1]), "heldout_mse": held, "meanface_mse": mean,
                             "heldout_vs_meanface": held / mean if mean > 0 else float("nan")}

@@ -54,7 +54,10 @@ MODELS = ("conv", "blog", "dfc")
 LR_SCHEDULES = ("cosine", "constant")
 SPLIT_TRAIN, SPLIT_HELDOUT, SPLIT_GAP = "train", "heldout", "gap"
 CHECKPOINT_FORMAT = "facevae-train-checkpoint"
-METRIC_COLUMNS = ("epoch", "loss", "recon", "kl", "kl_weight", "heldout_mse", "seconds", "images_per_s")
+# phase: "split" (training faces only; heldout_mse measured) or "final" (every kept face: the
+# held-out faces are training data then, so heldout_mse is left empty -- see final_fit_epochs)
+METRIC_COLUMNS = ("epoch", "phase", "loss", "recon", "kl", "kl_weight", "heldout_mse", "seconds", "images_per_s")
+PHASE_SPLIT, PHASE_FINAL = "split", "final"
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -86,7 +89,7 @@ class TrainSettings:
     precision: str = "auto"
     compile: bool = False
     checkpoint_minutes: float = 5.0
-    holdout: dict = field(default_factory=lambda: {"fraction": 0.1, "blocks": 2, "gap_seconds": 1.0})
+    holdout: dict = field(default_factory=lambda: {"fraction": 0.1, "blocks": 2, "gap_seconds": 1.0, "final_fit": 0.2})
     dfc: dict = field(default_factory=lambda: {"feature_net": None, "layer_weights": [1.0, 1.0, 1.0], "pixel_weight": 0.0})
 
     @classmethod
@@ -122,14 +125,13 @@ class TrainSettings:
                 f"epoch), fewer than the {self.min_steps} train.min_steps recommends: the decoded mouths may stay blurred "
                 f"(unset train.epochs to reach it)")
 
-    def lr_at(self, epoch: int, batch: int, n_batches: int, epochs: int | None = None) -> float:
-        """Learning rate of one step: constant, or a cosine from ``lr`` down to 0 over the whole run
-        (``epochs`` of it; default :meth:`epochs_for`)."""
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """Learning rate of optimiser step ``step`` of ``total_steps``: constant, or a cosine from ``lr``
+        down to 0 over the whole run (both phases, see :func:`final_fit_epochs`)."""
         if self.lr_schedule == "constant":
             return float(self.lr)
-        epochs = self.epochs_for(n_batches) if epochs is None else epochs
-        progress = (epoch * n_batches + batch) / max(epochs * n_batches, 1)
-        return float(self.lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        progress = step / max(total_steps, 1)
+        return float(self.lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     @property
     def recon(self) -> str:
@@ -243,6 +245,7 @@ def plan_split(source, times, holdout: dict, who: str) -> tuple[np.ndarray, str 
     n = len(source)
     if n < 2:
         raise FacevaeError(f"{who}: {n} face(s) are too few to train (at least 2): add footage, or loosen faces.filters")
+    holdout = {k: holdout[k] for k in ("fraction", "blocks", "gap_seconds") if k in holdout}  # final_fit: not the split's
     labels = holdout_split(source, times, **holdout)
     n_train = int((labels == SPLIT_TRAIN).sum())
     n_held = int((labels == SPLIT_HELDOUT).sum())
@@ -450,6 +453,23 @@ def mean_face_mse(train: np.ndarray, heldout: np.ndarray) -> float:
     return float((diff**2).mean())
 
 
+def final_fit_epochs(settings: TrainSettings, epochs: int, n_batches: int, n_batches_all: int, extra_faces: int) -> tuple[int, int]:
+    """Split ``epochs`` (of ``n_batches`` on the training faces) into the measured run and the final fit.
+
+    The held-out faces measure the model at the end of the first phase (its held-out MSE is the one
+    reported); the second phase -- ``train.holdout.final_fit`` of the optimiser steps -- trains on
+    every kept face (``n_batches_all`` an epoch), so the shipped model also learns the held-out and
+    gap faces: on a short clip a third or more of the footage (issue 40; docs/decisions/023). The
+    total number of steps stays what it was (no extra time). Returns (split epochs, final epochs);
+    (epochs, 0) without a final fit or when no face was left out of training."""
+    share = float(settings.holdout.get("final_fit", 0.0) or 0.0)
+    if share <= 0 or extra_faces <= 0:
+        return epochs, 0
+    split = max(1, min(epochs - 1, round(epochs * (1.0 - share))))  # at least one epoch of each
+    left = (epochs - split) * n_batches  # the steps the final fit makes, in its own (larger) epochs
+    return split, max(1, round(left / max(n_batches_all, 1)))
+
+
 def train_vae(
     faces_path: str | os.PathLike,
     outputs: dict,
@@ -499,20 +519,28 @@ def train_vae(
     loss_fn = make_loss(settings, feature_net, device)
     step_model = torch.compile(model) if settings.compile else model
 
-    train_u8 = torch.from_numpy(faces.data[train_rows]).to(device).permute(0, 3, 1, 2).contiguous()
-    if settings.flip:  # the faces, then their mirror images (see _batch)
-        train_u8 = torch.cat([train_u8, train_u8.flip(3)])
+    def face_tensor(rows: np.ndarray) -> torch.Tensor:
+        """Faces ``rows`` as uint8 NCHW on the device, then their mirror images with train.flip (see _batch)."""
+        data = torch.from_numpy(faces.data[rows]).to(device).permute(0, 3, 1, 2).contiguous()
+        return torch.cat([data, data.flip(3)]) if settings.flip else data
+
+    all_rows = np.arange(len(faces))
     held_u8 = torch.from_numpy(faces.data[held_rows]).to(device).permute(0, 3, 1, 2).contiguous()
     n_train = len(train_rows)
     batch_size = min(settings.batch_size, n_train)
     n_batches = n_train // batch_size
-    epochs = settings.epochs_for(n_batches)
+    n_batches_all = len(all_rows) // batch_size
+    epochs_total = settings.epochs_for(n_batches)
     steps_warning = settings.steps_warning(n_batches)
     if steps_warning:
         log.warning("%s", steps_warning)
+    split_epochs, final_epochs = final_fit_epochs(settings, epochs_total, n_batches, n_batches_all, len(all_rows) - n_train)
+    epochs = split_epochs + final_epochs
+    total_steps = split_epochs * n_batches + final_epochs * n_batches_all
     baseline = mean_face_mse(faces.data[train_rows], faces.data[held_rows]) if len(held_rows) else float("nan")
 
-    state = {"epoch": 0, "batch": 0, "perm": None, "sums": None, "epoch_seconds": 0.0, "history": [], "seconds": 0.0, "resumed": 0}
+    state = {"epoch": 0, "batch": 0, "perm": None, "sums": None, "epoch_seconds": 0.0, "history": [], "seconds": 0.0, "resumed": 0,
+             "heldout_sheet": None}
     ckpt = load_checkpoint(checkpoint, expected, device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -520,7 +548,7 @@ def train_vae(
         _set_rng_states(gen, ckpt["rng"])
         state = ckpt["state"]
         state["resumed"] += 1
-        log.info("resuming from %s at epoch %d, batch %d/%d", checkpoint, state["epoch"] + 1, state["batch"], n_batches)
+        log.info("resuming from %s at epoch %d, batch %d", checkpoint, state["epoch"] + 1, state["batch"])
 
     def train_step(x: torch.Tensor, weight: float) -> torch.Tensor:
         """One optimiser step on batch ``x`` (the encoder reads it appearance-jittered with
@@ -562,61 +590,79 @@ def train_vae(
     log.info(
         "%s: %d faces -> %d train, %d held out, %d gap; model %s %s; %d epochs x %d batches of %d on %s%s, %d threads%s",
         who, len(faces), n_train, len(held_rows), int((labels == SPLIT_GAP).sum()), settings.model,
-        settings.model_config(), epochs, n_batches, batch_size, device, " (bf16)" if bf16 else "", threads,
+        settings.model_config(), split_epochs, n_batches, batch_size, device, " (bf16)" if bf16 else "", threads,
         f" ({DEFAULT_EPOCHS} epochs raised to reach train.min_steps {settings.min_steps})"
-        if settings.epochs is None and epochs > DEFAULT_EPOCHS else "",
+        if settings.epochs is None and epochs_total > DEFAULT_EPOCHS else "",
     )
+    if final_epochs:
+        log.info("%s: held-out MSE measured after epoch %d; then the final fit (train.holdout.final_fit %s): %d epochs x %d "
+                 "batches on all %d faces, so the shipped model has seen every one", who, split_epochs,
+                 settings.holdout.get("final_fit"), final_epochs, n_batches_all, len(all_rows))
     interval = max(settings.checkpoint_minutes, 0.0) * 60.0
     last_save = time.monotonic()
     bar = tqdm(total=epochs, initial=state["epoch"], desc=f"train {actor}".strip(), unit="epoch", file=sys.stderr, disable=not progress)
     model.train()
+    data_phase, data_u8 = None, None
     with _StopSignals() as stop:
         while state["epoch"] < epochs:
             epoch = state["epoch"]
+            phase = PHASE_SPLIT if epoch < split_epochs else PHASE_FINAL
+            if phase != data_phase:  # the training faces, then (final fit) every face; one copy on the device at a time
+                data_u8 = None
+                data_u8 = face_tensor(train_rows if phase == PHASE_SPLIT else all_rows)
+                data_phase = phase
+            n_data = len(train_rows) if phase == PHASE_SPLIT else len(all_rows)
+            batches = n_batches if phase == PHASE_SPLIT else n_batches_all
+            steps_before = min(epoch, split_epochs) * n_batches + max(epoch - split_epochs, 0) * n_batches_all
             if state["batch"] == 0:
-                state["perm"] = torch.randperm(n_train, generator=gen, device=device)
+                state["perm"] = torch.randperm(n_data, generator=gen, device=device)
                 state["sums"] = torch.zeros(3, dtype=torch.float64, device=device)  # loss, recon, kl (sums over batches)
                 state["epoch_seconds"] = 0.0
             perm, sums = state["perm"].to(device), state["sums"].to(device)
             started = time.perf_counter()
-            for b in range(state["batch"], n_batches):
-                x = _batch(train_u8, perm[b * batch_size : (b + 1) * batch_size], gen, settings.flip)
-                weight = kl_weight(settings.beta, settings.kl_warmup_epochs, epoch, b, n_batches)
+            for b in range(state["batch"], batches):
+                x = _batch(data_u8, perm[b * batch_size : (b + 1) * batch_size], gen, settings.flip)
+                weight = kl_weight(settings.beta, settings.kl_warmup_epochs, epoch, b, batches)
                 for group in optimiser.param_groups:
-                    group["lr"] = settings.lr_at(epoch, b, n_batches, epochs)
+                    group["lr"] = settings.lr_at(steps_before + b, total_steps)
                 sums += train_step(x, weight)
                 state["batch"] = b + 1
-                if pause_due(interval > 0 and b + 1 < n_batches):  # mid-epoch: only with checkpoint_minutes
+                if pause_due(interval > 0 and b + 1 < batches):  # mid-epoch: only with checkpoint_minutes
                     state["epoch_seconds"] += _elapsed(device, started)
                     started = time.perf_counter()
                     state["perm"], state["sums"] = perm, sums
                     pause_point()
             train_seconds = state["epoch_seconds"] + _elapsed(device, started)
-            held_mse, _ = reconstruct_mse(model, held_u8)
-            means = (sums / n_batches).tolist()
+            held_mse = reconstruct_mse(model, held_u8)[0] if phase == PHASE_SPLIT else float("nan")
+            if phase == PHASE_SPLIT and epoch + 1 == split_epochs:  # the measured model's held-out faces, for the sheet
+                state["heldout_sheet"] = [torch.from_numpy(r) for r in heldout_sheet(model, faces, labels)]  # checkpoints hold tensors
+                model.train()
+            means = (sums / batches).tolist()
             row = {
                 "epoch": epoch + 1,
+                "phase": phase,
                 "loss": means[0],
                 "recon": means[1],
                 "kl": means[2],
-                "kl_weight": kl_weight(settings.beta, settings.kl_warmup_epochs, epoch, n_batches - 1, n_batches),
+                "kl_weight": kl_weight(settings.beta, settings.kl_warmup_epochs, epoch, batches - 1, batches),
                 "heldout_mse": held_mse,
                 "seconds": train_seconds,
-                "images_per_s": n_batches * batch_size / max(train_seconds, 1e-9),
+                "images_per_s": batches * batch_size / max(train_seconds, 1e-9),
             }
-            if not math.isfinite(row["loss"]) or (len(held_rows) and not math.isfinite(held_mse)):
+            if not math.isfinite(row["loss"]) or (phase == PHASE_SPLIT and len(held_rows) and not math.isfinite(held_mse)):
                 raise FacevaeError(f"{who}: training diverged at epoch {epoch + 1} (loss {row['loss']}); try a lower train.lr")
             state["history"].append(row)
             state["seconds"] += train_seconds
             state.update(epoch=epoch + 1, batch=0, perm=None, sums=None, epoch_seconds=0.0)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.1f}", heldout_mse=f"{held_mse:.4f}", img_s=f"{row['images_per_s']:.0f}")
-            log.info("epoch %d/%d: loss %.2f recon %.2f kl %.2f held-out MSE %.5f (mean face %.5f), %.0f images/s",
-                     epoch + 1, epochs, row["loss"], row["recon"], row["kl"], held_mse, baseline, row["images_per_s"])
+            log.info("epoch %d/%d (%s): loss %.2f recon %.2f kl %.2f held-out MSE %.5f (mean face %.5f), %.0f images/s",
+                     epoch + 1, epochs, phase, row["loss"], row["recon"], row["kl"], held_mse, baseline, row["images_per_s"])
             if pause_due(state["epoch"] < epochs):  # after every epoch when checkpoint_minutes is 0
                 pause_point()
     bar.close()
 
+    measured = [r["heldout_mse"] for r in state["history"] if r["phase"] == PHASE_SPLIT]
     info = {
         "actor": actor,
         "faces": str(faces_path),
@@ -625,11 +671,14 @@ def train_vae(
         "seed": settings.seed,
         "epochs": epochs,
         "n_faces": len(faces),
-        "n_train": int(n_train),
+        "n_train": int(n_train),  # the measured (split) model's training faces
         "n_heldout": int(len(held_rows)),
+        "split_epochs": split_epochs,  # heldout_mse: the model after this epoch, which never saw a held-out face
+        "final_fit_epochs": final_epochs,
+        "n_trained_on": int(len(all_rows) if final_epochs else n_train),  # the shipped model's training faces
         "split_warning": split_warning,
         "n_gap": int((labels == SPLIT_GAP).sum()),
-        "heldout_mse": state["history"][-1]["heldout_mse"] if state["history"] else float("nan"),
+        "heldout_mse": measured[-1] if measured else float("nan"),
         "meanface_mse": baseline,
         "device": str(device),
         "precision": "bf16" if bf16 else "fp32",
@@ -639,7 +688,8 @@ def train_vae(
         "torch": str(torch.__version__),
         "facevae": __version__,
     }
-    write_outputs(outputs, model, faces, labels, state["history"], info, settings.seed)
+    write_outputs(outputs, model, faces, labels, state["history"], info, settings.seed,
+                  None if state["heldout_sheet"] is None else [t.numpy() for t in state["heldout_sheet"]])
     checkpoint.unlink(missing_ok=True)
     return info
 
@@ -654,16 +704,10 @@ def _elapsed(device: torch.device, started: float) -> float:
 # --- outputs -------------------------------------------------------------------------------------
 
 
-def write_outputs(outputs: dict, model, faces: Faces, labels: np.ndarray, history: list[dict], info: dict, seed: int) -> None:
-    import pandas as pd
-
-    from .modelio import decode, reconstruct
-
-    model.eval()
-    write_split(outputs["split"], faces, labels)
-    table = pd.DataFrame(history, columns=list(METRIC_COLUMNS))
-    write_text(outputs["metrics"], table.to_csv(sep="\t", index=False, float_format="%.6g"))
-    plot_losses(outputs["loss_plot"], table, info["meanface_mse"])
+def heldout_sheet(model, faces: Faces, labels: np.ndarray) -> list[np.ndarray]:
+    """Rows of up to 16 held-out faces (training faces without a split) over ``model``'s reconstructions
+    of them: reconstructions.png, taken from the measured model before a final fit sees those faces."""
+    from .modelio import reconstruct
 
     held = faces.data[labels == SPLIT_HELDOUT]
     if not len(held):  # no held-out split (small footage): show training faces, as the log says
@@ -673,7 +717,21 @@ def write_outputs(outputs: dict, model, faces: Faces, labels: np.ndarray, histor
     rows = []
     for i in range(0, len(pick), 8):
         rows += [pick[i : i + 8], recon[i : i + 8]]
-    save_grid(outputs["reconstructions"], rows)
+    return rows
+
+
+def write_outputs(outputs: dict, model, faces: Faces, labels: np.ndarray, history: list[dict], info: dict, seed: int,
+                  sheet: list[np.ndarray] | None = None) -> None:
+    import pandas as pd
+
+    from .modelio import decode
+
+    model.eval()
+    write_split(outputs["split"], faces, labels)
+    table = pd.DataFrame(history, columns=list(METRIC_COLUMNS))
+    write_text(outputs["metrics"], table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    plot_losses(outputs["loss_plot"], table, info["meanface_mse"])
+    save_grid(outputs["reconstructions"], sheet if sheet is not None else heldout_sheet(model, faces, labels))
 
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(64, model.config.latent_dim, generator=g)
@@ -706,6 +764,10 @@ def plot_losses(path: str | os.PathLike, table, meanface_mse: float) -> None:
     ax2.set_title("KL divergence")
     ax3.plot(table["epoch"], table["heldout_mse"], marker="o", ms=3, label="held-out MSE")
     ax3.axhline(meanface_mse, color="grey", ls="--", label="mean face")
+    final = table["epoch"][table["phase"] == PHASE_FINAL]
+    if len(final):  # the held-out faces join training here: no held-out MSE after it
+        for ax in (ax1, ax2, ax3):
+            ax.axvline(final.iloc[0] - 0.5, color="tab:purple", ls=":", label="final fit on every face" if ax is ax3 else None)
     ax3.set_xlabel("epoch")
     ax3.set_ylabel("MSE (pixels in [0, 1])")
     ax3.set_ylim(bottom=0)
