@@ -75,8 +75,9 @@ def pairs_of(kind: str, work: Path) -> list[tuple[str, str, str]]:
         actors = ("d6", "d10", "d3", "d13")
         return [(a, d, v) for a in actors for d, v in [("tpsmm", "driving"), *((f"{b}full", "full") for b in actors if b != a)]]
     from bench_validation import ACTORS, TALKERS
+    own = [(a, f"{a}full", "full") for a in ACTORS] if os.environ.get("SWEEP_SELF") else []  # own-clip rows (issue 40)
     return [(a, d, "talk" if d in TALKERS else "full") for a in ACTORS
-            for d in [*TALKERS, *(f"{b}full" for b in ACTORS if b != a)]]
+            for d in [*TALKERS, *(f"{b}full" for b in ACTORS if b != a)]] + own
 
 
 class Meter:
@@ -110,7 +111,7 @@ def main() -> None:
     only = os.environ.get("SWEEP_ACTORS", "").split()  # a subset of the actors (their rows replace theirs only)
     if only:
         pairs = [p for p in pairs if p[0] in only]
-    rows = []
+    rows, frames = [], {}
     t0 = time.perf_counter()
     for actor in dict.fromkeys(a for a, _, _ in pairs):
         faces_path = work / f"results/faces/{actor}.h5"
@@ -153,6 +154,9 @@ def main() -> None:
                     row[f"base_dlib_{part}"] = pearson(drv["dlib"][:, k], base_dlib[:, k])
                 row.update({f"fit_{k}": report.get(k) for k in ("readout_mouth_r", "readout_mouth", "readout_eye_r", "cv_r2")})
                 rows.append(row)
+                if name == names[0]:  # the first variant's frames, for the weakest pair's sheet
+                    frames[(a, d)] = {"driver": track.read_crops(0, track.n)[track.kept], "render": rendered,
+                                      "base": faces["data"][base_idx], "series": (drv["mesh"][:, 0], mesh[:, 0], base_mesh[:, 0])}
                 print(f"{time.perf_counter() - t0:6.0f}s {name:14s} {a}<-{d}: mouth {row['mesh_mouth']:.3f} (base "
                       f"{row['base_mesh_mouth']:.3f}) amp {row['amp_mesh_mouth']:.2f} eye {row['mesh_eye']:.3f} "
                       f"dlib mouth {row['dlib_mouth']:.3f}", flush=True)
@@ -164,9 +168,50 @@ def main() -> None:
         table = pd.concat([old[~replaced], table], ignore_index=True)
     table.to_csv(out, sep="\t", index=False, float_format="%.4f")
     summary(table)
+    first = pd.DataFrame([r for r in rows if r["variant"] == names[0] and r["driver"] != r["actor"] + "full"])
+    if len(first):
+        weakest = first.loc[(first.base_mesh_mouth - first.mesh_mouth).idxmax()]
+        sheet = out.with_name(f"weakest_{kind}_{names[0]}.png")
+        weakest_sheet(sheet, weakest, frames[(weakest.actor, weakest.driver)])
+        print("weakest pair:", weakest.actor, "<-", weakest.driver, "sheet:", sheet)
+
+
+def weakest_sheet(path: Path, row, f: dict) -> None:
+    """The frames behind a pair's numbers: 10 frames spread over the driver's mouth opening (closed to
+    widest), as rows driver / render / retrieval baseline, over the three opening series in time."""
+    from facevae import sheets
+    from facevae.atomic import save_figure, write_png
+    from facevae.plotting import pyplot
+
+    driver_open, render_open, base_open = f["series"]
+    order = np.argsort(np.nan_to_num(driver_open, nan=-1.0))
+    pick = order[np.linspace(0, len(order) - 1, 10).round().astype(int)]
+    big = lambda faces: [sheets.enlarge(faces[i], 2) for i in pick]  # noqa: E731
+    width = 10 * 128
+    title = (f"{row.actor} <- {row.driver}: mesh mouth r {row.mesh_mouth:.2f} (retrieval {row.base_mesh_mouth:.2f}), "
+             f"amplitude {row.amp_mesh_mouth:.2f}; frames by the driver's mouth opening, closed to widest")
+    parts = [sheets.label(width, 22, title, 0.45)]
+    for name, faces in (("driver", f["driver"]), ("render (map)", f["render"]), ("retrieval baseline", f["base"])):
+        parts += [sheets.label(width, 18, name, 0.4, x=4), sheets.grid([big(faces)])]
+    write_png(path, sheets.stack(parts, gap=2))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 2.6))
+    for series, name in ((driver_open, "driver"), (render_open, "render"), (base_open, "retrieval")):
+        ax.plot(series, label=name, lw=1)
+    ax.set_xlabel("kept frame")
+    ax.set_ylabel("mouth opening (face mesh)")
+    ax.legend(ncol=3)
+    fig.tight_layout()
+    save_figure(fig, path.with_name(path.stem + "_series.png"))
 
 
 def summary(table: pd.DataFrame) -> None:
+    own = table.driver == table.actor + "full"
+    if own.any():
+        print("own-clip rows:")
+        print(table[own][["variant", "actor", "mesh_mouth", "base_mesh_mouth", "amp_mesh_mouth", "mesh_eye", "dlib_mouth"]]
+              .round(3).to_string(index=False))
+    table = table[~own]  # the medians are over the cross pairs
     g = table.groupby("variant")
     within = g.apply(lambda t: float((t.mesh_mouth >= t.base_mesh_mouth - 0.05).mean()), include_groups=False)
     amp_max = g.amp_mesh_mouth.max()

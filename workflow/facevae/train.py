@@ -30,9 +30,7 @@ import logging
 import math
 import os
 import random
-import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +45,7 @@ from .losses import DFCLoss, kl_divergence, kl_weight, recon_loss
 from .modelio import atomic_torch_save, pick_device, resolve_precision, save_model
 from .models import DEFAULT_LATENT, ModelConfig, build_model
 from .plotting import pyplot
+from .runkit import StopSignals, code_hash, elapsed, load_checkpoint, rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +276,7 @@ def write_split(path: str | os.PathLike, faces: Faces, labels: np.ndarray) -> No
 
 
 def _code_hash() -> str:
-    here = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for name in ("train.py", "models.py", "losses.py", "featurenet.py"):
-        digest.update((here / name).read_bytes())
-    return digest.hexdigest()
+    return code_hash("train.py", "runkit.py", "models.py", "losses.py", "featurenet.py")
 
 
 def fingerprint(settings: TrainSettings, faces: Faces, labels: np.ndarray, feature_net: str | None, device: torch.device, threads: int) -> str:
@@ -297,79 +292,6 @@ def fingerprint(settings: TrainSettings, faces: Faces, labels: np.ndarray, featu
         digest.update(Path(feature_net).read_bytes())
     digest.update(f"{device.type}|{threads}|{torch.__version__}|{_code_hash()}".encode())
     return digest.hexdigest()
-
-
-def _rng_states(gen: torch.Generator) -> dict:
-    np_state = np.random.get_state()
-    return {
-        "generator": gen.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_states(gen: torch.Generator, states: dict) -> None:
-    gen.set_state(states["generator"].cpu())
-    torch.set_rng_state(states["torch"].cpu())
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
-    kind, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = states["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
-def load_checkpoint(path: Path, expected: str, device: torch.device) -> dict | None:
-    """The checkpoint at ``path`` if it belongs to this run (fingerprint), else None (logged)."""
-    if not path.is_file():
-        return None
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 -- a damaged checkpoint only costs a fresh start
-        log.warning("checkpoint %s unreadable (%s): starting afresh", path, err)
-        return None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        log.warning("%s is not a training checkpoint: starting afresh", path)
-        return None
-    if ckpt.get("fingerprint") != expected:
-        log.info("checkpoint %s is from other settings, faces or code: starting afresh", path)
-        return None
-    return ckpt
-
-
-class _StopSignals:
-    """SIGTERM/SIGINT set a flag instead of killing the process mid-step; the loop then checkpoints
-    at the next batch boundary and raises. Restores the previous handlers on exit."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old = {}
-
-    def _handler(self, signum, frame):
-        self.signum = signum
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def raise_stop(self, checkpoint: Path):
-        message = f"training stopped by signal {self.signum}; checkpoint saved to {checkpoint}: re-run to resume"
-        log.warning("%s", message)
-        if self.signum == signal.SIGINT:
-            raise KeyboardInterrupt(message)
-        from .rulerun import Terminated
-
-        raise Terminated(message)
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -541,11 +463,11 @@ def train_vae(
 
     state = {"epoch": 0, "batch": 0, "perm": None, "sums": None, "epoch_seconds": 0.0, "history": [], "seconds": 0.0, "resumed": 0,
              "heldout_sheet": None}
-    ckpt = load_checkpoint(checkpoint, expected, device)
+    ckpt = load_checkpoint(checkpoint, expected, device, CHECKPOINT_FORMAT)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimiser.load_state_dict(ckpt["optimiser"])
-        _set_rng_states(gen, ckpt["rng"])
+        set_rng_states(gen, ckpt["rng"])
         state = ckpt["state"]
         state["resumed"] += 1
         log.info("resuming from %s at epoch %d, batch %d", checkpoint, state["epoch"] + 1, state["batch"])
@@ -577,7 +499,7 @@ def train_vae(
                 "fingerprint": expected,
                 "model": model.state_dict(),
                 "optimiser": optimiser.state_dict(),
-                "rng": _rng_states(gen),
+                "rng": rng_states(gen),
                 "state": state,
             },
             checkpoint,
@@ -603,7 +525,7 @@ def train_vae(
     bar = tqdm(total=epochs, initial=state["epoch"], desc=f"train {actor}".strip(), unit="epoch", file=sys.stderr, disable=not progress)
     model.train()
     data_phase, data_u8 = None, None
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         while state["epoch"] < epochs:
             epoch = state["epoch"]
             phase = PHASE_SPLIT if epoch < split_epochs else PHASE_FINAL
@@ -628,11 +550,11 @@ def train_vae(
                 sums += train_step(x, weight)
                 state["batch"] = b + 1
                 if pause_due(interval > 0 and b + 1 < batches):  # mid-epoch: only with checkpoint_minutes
-                    state["epoch_seconds"] += _elapsed(device, started)
+                    state["epoch_seconds"] += elapsed(device, started)
                     started = time.perf_counter()
                     state["perm"], state["sums"] = perm, sums
                     pause_point()
-            train_seconds = state["epoch_seconds"] + _elapsed(device, started)
+            train_seconds = state["epoch_seconds"] + elapsed(device, started)
             held_mse = reconstruct_mse(model, held_u8)[0] if phase == PHASE_SPLIT else float("nan")
             if phase == PHASE_SPLIT and epoch + 1 == split_epochs:  # the measured model's held-out faces, for the sheet
                 state["heldout_sheet"] = [torch.from_numpy(r) for r in heldout_sheet(model, faces, labels)]  # checkpoints hold tensors
@@ -692,13 +614,6 @@ def train_vae(
                   None if state["heldout_sheet"] is None else [t.numpy() for t in state["heldout_sheet"]])
     checkpoint.unlink(missing_ok=True)
     return info
-
-
-def _elapsed(device: torch.device, started: float) -> float:
-    """Seconds since ``started`` once the device has finished its queued work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - started
 
 
 # --- outputs -------------------------------------------------------------------------------------
