@@ -358,7 +358,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tiny_faces, tmp_path, cap
     ckpt = tmp_path / "ckpt.pt"
     atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": "another run", "state": {}}, ckpt)
     settings = TrainSettings.from_config({"model": "blog", "epochs": 1, "min_steps": 0, "batch_size": 16, "latent_dim": 8, "holdout": {"gap_seconds": 0.2}})
-    with caplog.at_level(logging.INFO, logger="facevae.train"):
+    with caplog.at_level(logging.INFO, logger="facevae"):  # facevae.runkit says it (the resumable-run kit)
         info = train_vae(tiny_faces, outputs_in(tmp_path), settings, ckpt, progress=False)
     assert "from other settings" in caplog.text and info["resumed"] == 0
     assert not ckpt.exists()
