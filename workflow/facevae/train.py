@@ -192,13 +192,15 @@ def load_faces(path: str | os.PathLike) -> Faces:
     return Faces(np.ascontiguousarray(data), source, frame, times, str(path))
 
 
-def holdout_split(source, times, fraction: float = 0.1, blocks: int = 2, gap_seconds: float = 1.0) -> np.ndarray:
+def holdout_split(source, times, fraction: float = 0.1, blocks: int = 2, gap_seconds: float = 1.0,
+                  final_fit: float = 0.0) -> np.ndarray:
     """Label every face ``train``, ``heldout`` or ``gap`` (str array).
 
     Per video (``source``), in time order: ``round(fraction * n)`` faces (at least one, for videos
     of at least 10 faces) are held out as ``blocks`` contiguous runs centred at evenly spaced points
     of the video. Training faces within ``gap_seconds`` of a held-out face, and the faces right next
-    to each run in the video's order, become ``gap`` (used by neither set).
+    to each run in the video's order, become ``gap`` (used by neither set). ``final_fit`` is not the
+    split's (see :func:`final_fit_epochs`); it is accepted so that ``train.holdout`` can be passed whole.
     """
     source = np.asarray(source, dtype=object)
     times = np.asarray(times, dtype=np.float64)
@@ -244,7 +246,6 @@ def plan_split(source, times, holdout: dict, who: str) -> tuple[np.ndarray, str 
     n = len(source)
     if n < 2:
         raise FacevaeError(f"{who}: {n} face(s) are too few to train (at least 2): add footage, or loosen faces.filters")
-    holdout = {k: holdout[k] for k in ("fraction", "blocks", "gap_seconds") if k in holdout}  # final_fit: not the split's
     labels = holdout_split(source, times, **holdout)
     n_train = int((labels == SPLIT_TRAIN).sum())
     n_held = int((labels == SPLIT_HELDOUT).sum())
