@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import REPO, provenance  # noqa: E402
 
 sys.path.insert(0, str(REPO / "workflow"))
-from facevae.train import load_faces  # noqa: E402
+from facevae.trainset import load_faces  # noqa: E402
 
 LAGS = (0.04, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 

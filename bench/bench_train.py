@@ -43,7 +43,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from facevae.modelio import decode  # noqa: E402
-from facevae.train import SPLIT_HELDOUT, SPLIT_TRAIN, TrainSettings, holdout_split, load_faces, mean_face_mse, train_vae  # noqa: E402
+from facevae.train import TrainSettings, mean_face_mse, train_vae  # noqa: E402
+from facevae.trainset import SPLIT_HELDOUT, SPLIT_TRAIN, holdout_split, load_faces  # noqa: E402
 from facevae.train_eval import active_dims, bare_rate, face_share, pca_mse  # noqa: E402
 
 MEDIA = Path(os.environ.get("FACEVAE_MEDIA", REPO.parent / "shared" / "data"))

@@ -19,8 +19,11 @@ MEDIA = Path(os.environ.get("FACEVAE_MEDIA", REPO.parent / "shared" / "data"))
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
-def run_workflow(workdir: Path, cfg: dict, targets: list[str], forced: tuple[str, ...] = (), cores: int = 2) -> None:
-    """``snakemake`` on ``cfg`` (written to workdir/config.yaml) for ``targets``, in ``workdir``."""
+def run_workflow(workdir: Path, cfg: dict, targets: list[str], forced: tuple[str, ...] = (), cores: int | None = None) -> None:
+    """``snakemake`` on ``cfg`` (written to workdir/config.yaml) for ``targets``, in ``workdir``.
+    ``cores`` defaults to $BENCH_CORES or 2; two benches in parallel run one core each (two one-thread
+    trainings share the 2 cores better than one two-thread training, bench/results/contention.md)."""
+    cores = cores or int(os.environ.get("BENCH_CORES", "2"))
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile",

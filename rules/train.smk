@@ -1,6 +1,6 @@
 # Training: every actor's faces -> results/models/{actor}/ (one VAE each). With train.model dfc the
 # feature network is trained once on CelebA (results/featurenet/) unless train.dfc.feature_net names one.
-# The checkpoint (results/checkpoints/{actor}/ckpt.pt) is deliberately not an output: Snakemake deletes
+# The checkpoints (results/checkpoints/{actor}/ckpt.pt, featurenet.ckpt.pt) are deliberately not outputs: Snakemake deletes
 # a failed job's outputs, and a killed training job must keep it to resume.
 
 from facevae.planning import (
@@ -31,6 +31,8 @@ rule train_featurenet:
         runtime=120,
     params:
         settings=featurenet_settings(config),
+        # a file, not a folder: actor names hold no dot, so it never meets results/checkpoints/{actor}/
+        checkpoint="results/checkpoints/featurenet.ckpt.pt",
     script:
         "../workflow/scripts/train_featurenet.py"
 

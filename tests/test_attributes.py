@@ -16,19 +16,18 @@ import yaml
 
 from support.media import REPO
 from facevae import FacevaeError
+from facevae.attribute_diagnostics import identity_folds, mouth_width_ratio, probe
 from facevae.attributes import (
     attribute_vectors,
     build_attributes,
     build_edits,
     decoded_face_geometry,
-    identity_folds,
-    mouth_width_ratio,
     orthogonalise,
     principal_components,
-    probe,
     read_attributes_h5,
-    read_tsv,
+    vector_of,
 )
+from facevae.tables import read_tsv
 from facevae.celeba import build_aligned, read_aligned
 from facevae.planning import DEFAULTS
 
@@ -328,7 +327,7 @@ def mouth_curves_d6(pipeline, tmp_path_factory):
     mean face whatever the code, so no direction moves its mouth. This d6 model is trained here on
     the pipeline's d6 faces for MOUTH_EPOCHS epochs (about 30 s on one core); the Smiling vector
     comes from the pipeline's aligned CelebA faces, through the attribute stage's own functions."""
-    from facevae.attributes import mouth_curves
+    from facevae.attribute_diagnostics import mouth_curves
     from facevae.faces.io import read_face_array
     from facevae.modelio import save_model
 
@@ -340,7 +339,7 @@ def mouth_curves_d6(pipeline, tmp_path_factory):
     settings = dict(DEFAULTS, pca_components=2, random_vectors=8, mouth_faces=60)
     build_attributes(out / "model.pt", results / "celeba" / "aligned.h5", results / "faces" / f"{ACTOR}.h5",
                      out / "d6.h5", out / "probe.tsv", out / "probe.png", settings, ACTOR)
-    rows = mouth_curves(model, faces, read_attributes_h5(out / "d6.h5"), settings["amounts"], settings,
+    rows = mouth_curves(model, faces, vector_of(read_attributes_h5(out / "d6.h5"), "Smiling"), settings["amounts"], settings,
                         decoded_face_geometry({}))
     curves = {}
     for r in rows:

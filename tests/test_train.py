@@ -25,8 +25,8 @@ from facevae import FacevaeError
 from facevae.config import ConfigError, validate
 from facevae.faces.io import read_track, write_faces
 from facevae.modelio import atomic_torch_save, load_model, load_model_info
-from facevae.train import (CHECKPOINT_FORMAT, METRIC_COLUMNS, TrainSettings, final_fit_epochs, holdout_split, jitter_appearance,
-                           load_faces, train_vae)
+from facevae.train import CHECKPOINT_FORMAT, METRIC_COLUMNS, TrainSettings, final_fit_epochs, jitter_appearance, train_vae
+from facevae.trainset import holdout_split, load_faces
 
 OUTPUT_NAMES = {
     "model": "model.pt",
@@ -377,7 +377,7 @@ def test_short_footage_shrinks_then_drops_the_held_out_split(n, seconds):
     """A 4-s clip kept at ~4.5 faces/s (18 faces) or a 16-frame clip: the default split (2 blocks,
     1-s gap) would leave almost nothing to train on; the plan shrinks it, or drops it, and says
     which key to change."""
-    from facevae.train import MIN_TRAIN_FACES, plan_split
+    from facevae.trainset import MIN_TRAIN_FACES, plan_split
 
     times = np.linspace(0, seconds, n, endpoint=False)
     default = TrainSettings().holdout
@@ -388,7 +388,7 @@ def test_short_footage_shrinks_then_drops_the_held_out_split(n, seconds):
 
 
 def test_holdout_fraction_zero_trains_on_every_face():
-    from facevae.train import plan_split
+    from facevae.trainset import plan_split
 
     settings = TrainSettings.from_config(validate(_config(holdout={"fraction": 0}))["train"])
     labels, warning = plan_split(np.array(["v"] * 50, object), np.arange(50) / 10, settings.holdout, "actor a")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,44 @@ def test_feature_net_learns_celeba_attributes(aligned, tmp_path):
     same = loss(torch.logit(faces.clamp(1e-3, 1 - 1e-3)), faces)[0]
     other = loss(torch.logit(faces.flip(0).clamp(1e-3, 1 - 1e-3)), faces)[0]
     assert same < 0.01 * other
+
+
+def test_feature_net_resumes_after_sigterm_to_the_same_weights(aligned, tmp_path):
+    """The feature net's loop is resumable like train_vae's (the kit of facevae.runkit): a real
+    SIGTERM once its first epoch's checkpoint exists stops it with the checkpoint saved; the re-run
+    resumes from it and ends with the weights and metrics of an uninterrupted run."""
+    import os
+    import signal
+    import threading
+
+    from facevae.rulerun import Terminated
+
+    settings = {**FEATURENET_TEST, "epochs": 4}
+    straight = train_feature_net(aligned, tmp_path / "straight.pt", tmp_path / "straight.tsv", None, settings, threads=1,
+                                 progress=False)
+    ckpt = tmp_path / "ckpt.pt"
+
+    def kill_once_saved():  # what a cluster's kill does, once there is something to resume
+        while not ckpt.exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=kill_once_saved, daemon=True)
+    killer.start()
+    with pytest.raises(Terminated, match="checkpoint saved"):
+        train_feature_net(aligned, tmp_path / "resumed.pt", tmp_path / "resumed.tsv", None, settings, threads=1, progress=False,
+                          checkpoint=ckpt)
+    killer.join(timeout=5)
+    stopped = torch.load(ckpt, weights_only=True)["state"]
+    assert stopped["epoch"] < settings["epochs"], "the run finished before SIGTERM arrived"
+    assert not (tmp_path / "resumed.pt").exists()
+    resumed = train_feature_net(aligned, tmp_path / "resumed.pt", tmp_path / "resumed.tsv", None, settings, threads=1,
+                                progress=False, checkpoint=ckpt)
+    assert resumed["resumed"] == 1 and straight["resumed"] == 0 and not ckpt.exists()
+    a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=False)["state_dict"] for n in ("straight", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+    m1, m2 = (pd.read_csv(tmp_path / f"{n}.tsv", sep="\t") for n in ("straight", "resumed"))
+    assert np.array_equal(m1["loss"], m2["loss"]) and np.array_equal(m1["val_accuracy"], m2["val_accuracy"])
 
 
 def test_dfc_model_through_snakemake(pipeline, aligned, tmp_path):

@@ -1,3 +1,4 @@
+# Over 450 lines: CelebA's list readers, the aligner pool and the aligned-faces file share one record and one worker initialiser; the module is the whole CelebA stage.
 """CelebA input: the attribute and identity lists, and the faces aligned like the actors' faces.
 
 CelebA ships ``img_align_celeba/`` (178 x 218 JPEGs, roughly eye-aligned), ``list_attr_celeba.txt``

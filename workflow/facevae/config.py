@@ -1,3 +1,4 @@
+# Over 450 lines: one clear error per bad key (jsonschema's messages rewritten as key paths, YAML positions) plus the cross-checks no schema can state; all of it is the one config gate.
 """Config validation: one clear error naming the key path, defaults filled in, cross-checks.
 
 Snakemake's own ``validate`` reports jsonschema's raw message; users of this workflow edit

@@ -14,6 +14,8 @@ in ``train.dfc.feature_net``; it runs in float32.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -30,10 +32,12 @@ import torch.nn.functional as F
 from . import FACE_SIZE, FacevaeError
 from .atomic import save_figure, write_text
 from .plotting import pyplot
+from .runkit import StopSignals, code_hash, elapsed, load_checkpoint, rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
 
 FEATURENET_FORMAT = "facevae-featurenet"
+CHECKPOINT_FORMAT = "facevae-featurenet-checkpoint"
 N_ATTRIBUTES = 40
 DEFAULTS = {"epochs": 10, "batch_size": 128, "lr": 1e-3, "width": 32, "layers": 3, "seed": 0, "val_fraction": 0.1, "device": "auto"}
 
@@ -204,14 +208,28 @@ def split_by_identity(identity: np.ndarray, val_fraction: float, seed: int) -> n
     return val
 
 
+def _fingerprint(settings: dict, images: np.ndarray, attrs: np.ndarray, identity: np.ndarray, device: torch.device, threads: int) -> str:
+    """What a feature-net checkpoint must match to be resumed: settings, faces, labels, device type,
+    thread count and the training code."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for array in (images, attrs, identity):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(f"{device.type}|{threads}|{torch.__version__}|{code_hash('featurenet.py', 'runkit.py')}".encode())
+    return digest.hexdigest()
+
+
 def train_feature_net(aligned_h5, out_path, metrics_path=None, plot_path=None, settings: dict | None = None,
-                      threads: int | None = None, progress: bool = True) -> dict:
+                      threads: int | None = None, progress: bool = True, checkpoint: str | os.PathLike | None = None) -> dict:
     """Train :class:`AttributeNet` on the 40 attributes of ``aligned_h5``; save its first
     ``layers`` stages to ``out_path``. Returns info: validation accuracy (mean over attributes),
-    the majority-class accuracy on the same faces (the bar to beat), sizes, seconds."""
+    the majority-class accuracy on the same faces (the bar to beat), sizes, seconds.
+
+    With ``checkpoint`` the run is resumable as :func:`facevae.train.train_vae` is (the kit of
+    :mod:`facevae.runkit`): saved after every epoch and, on SIGTERM / SIGINT, at the next batch; a
+    re-run with the same settings and faces resumes from it to the same weights; deleted at the end."""
     from tqdm.auto import tqdm
 
-    from .modelio import pick_device
+    from .modelio import atomic_torch_save, pick_device
 
     s = {**DEFAULTS, **(settings or {})}
     unknown = sorted(set(s) - set(DEFAULTS))
@@ -237,39 +255,76 @@ def train_feature_net(aligned_h5, out_path, metrics_path=None, plot_path=None, s
     y_va = torch.from_numpy(attrs[va]).to(device)
     bs = min(int(s["batch_size"]), len(tr))
     n_batches = len(tr) // bs
+    epochs = int(s["epochs"])
     majority = attrs[tr].mean(0) >= 0.5
     majority_acc = (attrs[va] == majority).mean(0) if len(va) else np.full(attrs.shape[1], np.nan)
-    log.info("feature net: %d train / %d validation faces (split by identity), %d epochs on %s", len(tr), len(va), s["epochs"], device)
-    rows = []
-    t_start = time.perf_counter()
-    bar = tqdm(range(int(s["epochs"])), desc="feature net", unit="epoch", file=sys.stderr, disable=not progress)
-    per_attr = np.full(attrs.shape[1], np.nan)
-    for epoch in bar:
-        net.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(len(tr), generator=gen, device=device)
-        total = torch.zeros((), device=device)
-        for b in range(n_batches):
-            idx = perm[b * bs : (b + 1) * bs]
-            x = x_tr[idx]
-            flip = torch.rand(idx.shape[0], generator=gen, device=device) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x).float().div_(255.0)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = net(x)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), y_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach()
-        seconds = time.perf_counter() - t0
-        val_loss, per_attr = _evaluate(net, x_va, y_va, bf16)
-        rows.append({"epoch": epoch + 1, "loss": total.item() / max(n_batches, 1), "val_loss": val_loss,
-                     "val_accuracy": float(np.mean(per_attr)), "majority_accuracy": float(np.mean(majority_acc)),
-                     "seconds": seconds, "images_per_s": n_batches * bs / max(seconds, 1e-9)})
-        bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}", val_acc=f"{rows[-1]['val_accuracy']:.3f}")
-        log.info("feature net epoch %d: loss %.4f, validation accuracy %.4f (majority %.4f)", epoch + 1, rows[-1]["loss"],
-                 rows[-1]["val_accuracy"], rows[-1]["majority_accuracy"])
+    log.info("feature net: %d train / %d validation faces (split by identity), %d epochs on %s", len(tr), len(va), epochs, device)
+
+    state = {"epoch": 0, "batch": 0, "perm": None, "total": None, "epoch_seconds": 0.0, "rows": [], "seconds": 0.0, "resumed": 0,
+             "per_attr": torch.full((attrs.shape[1],), float("nan"), dtype=torch.float64)}
+    checkpoint = Path(checkpoint) if checkpoint else None
+    expected = _fingerprint(s, images, attrs, identity, device, torch.get_num_threads()) if checkpoint else ""
+    ckpt = load_checkpoint(checkpoint, expected, device, CHECKPOINT_FORMAT) if checkpoint else None
+    if ckpt is not None:
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimiser"])
+        set_rng_states(gen, ckpt["rng"])
+        state = ckpt["state"]
+        state["resumed"] += 1
+        log.info("resuming from %s at epoch %d, batch %d", checkpoint, state["epoch"] + 1, state["batch"])
+
+    def save_checkpoint() -> None:
+        atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": expected, "model": net.state_dict(),
+                           "optimiser": opt.state_dict(), "rng": rng_states(gen), "state": state}, checkpoint)
+
+    bar = tqdm(total=epochs, initial=state["epoch"], desc="feature net", unit="epoch", file=sys.stderr, disable=not progress)
+    with StopSignals() as stop:
+        while state["epoch"] < epochs:
+            epoch = state["epoch"]
+            net.train()
+            if state["batch"] == 0:
+                state["perm"] = torch.randperm(len(tr), generator=gen, device=device)
+                state["total"] = torch.zeros((), device=device)
+                state["epoch_seconds"] = 0.0
+            perm, total = state["perm"].to(device), state["total"].to(device)
+            t0 = time.perf_counter()
+            for b in range(state["batch"], n_batches):
+                idx = perm[b * bs : (b + 1) * bs]
+                x = x_tr[idx]
+                flip = torch.rand(idx.shape[0], generator=gen, device=device) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(3), x).float().div_(255.0)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logits = net(x)
+                loss = F.binary_cross_entropy_with_logits(logits.float(), y_tr[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.detach()
+                state["batch"] = b + 1
+                if stop.signum is not None and checkpoint and b + 1 < n_batches:  # mid-epoch: stop here
+                    state.update(perm=perm, total=total, epoch_seconds=state["epoch_seconds"] + elapsed(device, t0))
+                    save_checkpoint()
+                    bar.close()
+                    stop.raise_stop(checkpoint)
+            seconds = state["epoch_seconds"] + elapsed(device, t0)
+            val_loss, per_attr = _evaluate(net, x_va, y_va, bf16)
+            row = {"epoch": epoch + 1, "loss": total.item() / max(n_batches, 1), "val_loss": val_loss,
+                   "val_accuracy": float(np.mean(per_attr)), "majority_accuracy": float(np.mean(majority_acc)),
+                   "seconds": seconds, "images_per_s": n_batches * bs / max(seconds, 1e-9)}
+            state["rows"].append(row)
+            state.update(epoch=epoch + 1, batch=0, perm=None, total=None, epoch_seconds=0.0,
+                         seconds=state["seconds"] + seconds, per_attr=torch.from_numpy(np.asarray(per_attr, np.float64)))
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", val_acc=f"{row['val_accuracy']:.3f}")
+            log.info("feature net epoch %d: loss %.4f, validation accuracy %.4f (majority %.4f)", epoch + 1, row["loss"],
+                     row["val_accuracy"], row["majority_accuracy"])
+            if checkpoint and state["epoch"] < epochs:
+                save_checkpoint()
+                if stop.signum is not None:
+                    bar.close()
+                    stop.raise_stop(checkpoint)
     bar.close()
+    rows, per_attr = state["rows"], state["per_attr"].numpy()
     info = {
         "aligned": str(aligned_h5),
         "settings": s,
@@ -278,7 +333,8 @@ def train_feature_net(aligned_h5, out_path, metrics_path=None, plot_path=None, s
         "val_accuracy": rows[-1]["val_accuracy"] if rows else float("nan"),
         "majority_accuracy": float(np.mean(majority_acc)),
         "per_attribute": {name: [float(a), float(m)] for name, a, m in zip(names, per_attr, majority_acc)},
-        "seconds": time.perf_counter() - t_start,
+        "seconds": state["seconds"],
+        "resumed": state["resumed"],
     }
     if metrics_path:
         import pandas as pd
@@ -287,6 +343,8 @@ def train_feature_net(aligned_h5, out_path, metrics_path=None, plot_path=None, s
     if plot_path:
         plot_accuracy(plot_path, names, per_attr, majority_acc)
     save_feature_net(net, out_path, int(s["layers"]), info)
+    if checkpoint:
+        checkpoint.unlink(missing_ok=True)
     return info
 
 

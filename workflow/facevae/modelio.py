@@ -157,6 +157,15 @@ def reconstruct(model: VAE, images, batch_size: int = 256) -> np.ndarray:
     return decode(model, encode(model, images, batch_size), batch_size)
 
 
+def edit_faces(model, latent: np.ndarray, direction: np.ndarray, amounts) -> np.ndarray:
+    """Decode ``latent + a * direction`` for every amount: uint8 (len(amounts), N, 64, 64, 3)."""
+    latent = np.asarray(latent, dtype=np.float32)
+    direction = np.asarray(direction, dtype=np.float32)
+    z = np.concatenate([latent + np.float32(a) * direction for a in amounts])
+    faces = decode(model, z)
+    return faces.reshape(len(amounts), len(latent), *faces.shape[1:])
+
+
 def pick_device(name: str = "auto", key: str = "render.device") -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cuda``/``cuda:N`` must exist. Errors name ``key``
     (the config key the value came from: train.device, featurenet.device, render.device...)."""

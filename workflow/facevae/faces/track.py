@@ -1,3 +1,4 @@
+# Over 450 lines: the tracker, its worker pool and the per-video verdicts share one frame record and its private helpers; apart, each would import the other's internals.
 """Fast per-video extraction: every decoded frame -> the person's aligned face, measures and verdict.
 
 How it stays fast (lp_d6, 480x480: 5-10 ms of CPU a frame, see bench/results/faces.md):
