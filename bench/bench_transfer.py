@@ -65,11 +65,11 @@ def config(drive: str) -> dict:
         if drive != "retarget":  # retarget alone: the self rows (auto's cross rows are retargeted)
             pairs += [{"actor": a, "driver": "tpsmm"}]
         pairs += [{"actor": a, "driver": f"{a}rest"}]
-    render = {"drive": drive}
+    cfg = {"actors": actors, "drivers": drivers, "reenact": pairs, "faces": {"aligner": "dlib"},
+           "train": {"holdout": {"blocks": 1, "gap_seconds": 0.5}}, "render": {"drive": drive}}
     if drive == "encoder":  # identity of the encoder's renders is a side column: fewer descriptors
-        render["score"] = {"identity_every": 10}
-    return {"actors": actors, "drivers": drivers, "reenact": pairs, "faces": {"aligner": "dlib"},
-            "train": {"holdout": {"blocks": 1, "gap_seconds": 0.5}}, "render": render}
+        cfg["expert"] = {"render": {"score": {"identity_every": 10}}}
+    return cfg
 
 
 def video_of(driver: str) -> str:

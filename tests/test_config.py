@@ -64,12 +64,12 @@ def test_valid_config_entry_in_seconds():
         (lambda c: c.update(render={"retarget": {"gain": float("nan")}}), "render.retarget.gain", "finite number"),
         (lambda c: c.update(render={"retarget": {"mouth_points": "mesh"}}), "render.retarget.mouth_points",
          "must be faceapi or dlib"),
-        (lambda c: c.update(render={"self_blend": 1.5}), "render.self_blend", "must be a number in [0, 1]"),
-        (lambda c: c.update(train={"appearance_jitter": "yes"}), "train.appearance_jitter", "must be true or false"),
-        (lambda c: c.update(render={"self_transfer": "video"}), "render.self_transfer", "must be encoder or a number in [0, 1]"),
-        (lambda c: c.update(render={"self_transfer": -0.5}), "render.self_transfer", "must be encoder or a number in [0, 1]"),
-        (lambda c: c.update(render={"retarget": {"brow_weight": 2}}), "render.retarget.brow_weight", "must be a number in [0, 1]"),
-        (lambda c: c.update(render={"retarget": {"eye_keeps_mouth": "yes"}}), "render.retarget.eye_keeps_mouth",
+        (lambda c: c.update(expert={"render": {"self_blend": 1.5}}), "expert.render.self_blend", "must be a number in [0, 1]"),
+        (lambda c: c.update(expert={"train": {"appearance_jitter": "yes"}}), "expert.train.appearance_jitter", "must be true or false"),
+        (lambda c: c.update(expert={"render": {"self_transfer": "video"}}), "expert.render.self_transfer", "must be encoder or a number in [0, 1]"),
+        (lambda c: c.update(expert={"render": {"self_transfer": -0.5}}), "expert.render.self_transfer", "must be encoder or a number in [0, 1]"),
+        (lambda c: c.update(expert={"render": {"retarget": {"brow_weight": 2}}}), "expert.render.retarget.brow_weight", "must be a number in [0, 1]"),
+        (lambda c: c.update(expert={"render": {"retarget": {"eye_keeps_mouth": "yes"}}}), "expert.render.retarget.eye_keeps_mouth",
          "must be true or false"),
         (lambda c: c.update(render={"drive": "mix"}), "render.drive", "must be auto, retarget, encoder or blend"),
         (lambda c: c.update(actors=None), "actors", "no actors: add at least one actor"),
@@ -309,3 +309,25 @@ def test_a_config_that_is_not_a_mapping_or_an_alias_bomb_is_refused(tmp_path):
     path.write_text(levels + "actors: {a: {videos: {v: {url: 'https://example.org/a.mp4'}}}}\n")
     with pytest.raises(ConfigError, match=r"bomb.yaml: its aliases \(\*name\) expand to 1.23e\+09 values"):
         check_yaml_file(path)  # validate() walked all 10^9 values (it ran for ever)
+
+
+def test_research_knobs_live_under_expert_and_set_their_section():
+    """Issue 35's tiered config: a research knob set under expert: reaches the key the rules read;
+    at its old place it gets one error naming the new one; validating a resolved config again
+    (the Snakefile's config after a rule's own check) changes nothing."""
+    import copy
+
+    from facevae.config import expert_paths, load_schema
+
+    paths = expert_paths(load_schema())
+    assert ("render", "retarget", "map") in paths and ("train", "lr_schedule") in paths and ("render", "score") in paths
+    assert ("render", "retarget", "transfer") not in paths  # a user's key stays where it was
+    config = validate({**base(), "expert": {"render": {"retarget": {"map": "nadaraya"}, "self_blend": 0.25}}})
+    assert config["render"]["retarget"]["map"] == "nadaraya" and config["render"]["self_blend"] == 0.25
+    assert config["render"]["retarget"]["transfer"] == 0.75 and config["train"]["lr_schedule"] == "constant"
+    assert validate(copy.deepcopy(config)) == config
+    for section, where in (({"render": {"retarget": {"map": "nadaraya"}}}, "render.retarget.map"),
+                           ({"train": {"lr_schedule": "cosine"}}, "train.lr_schedule"),
+                           ({"render": {"score": {"permutations": 10}}}, "render.score")):
+        with pytest.raises(ConfigError, match=rf"{where}: is an unsupported research knob now: set it as expert\.{where}"):
+            validate({**base(), **section})

@@ -172,22 +172,22 @@ def test_render_and_retarget_defaults_are_the_schemas():
     assert section["retarget"]["transfer"] == DrivePlan.transfer == 0.75
 
 
-@pytest.mark.parametrize("render, key", [
-    ({"drive": "mirror"}, "render.drive"),
-    ({"same_person_distance": 0}, "render.same_person_distance"),
-    ({"retarget": {"neutral": "first"}}, "render.retarget.neutral"),
-    ({"retarget": {"neutral": [0, 3, 4]}}, "render.retarget.neutral"),
-    ({"retarget": {"gain": 0}}, "render.retarget.gain"),
-    ({"retarget": {"transfer": 1.5}}, "render.retarget.transfer"),
-    ({"retarget": {"map": "knn"}}, "render.retarget.map"),
-    ({"retarget": {"ears": 1}}, "render.retarget"),
-    ({"score": {"identity_every": 0}}, "render.score.identity_every"),
+@pytest.mark.parametrize("section, key", [
+    ({"render": {"drive": "mirror"}}, "render.drive"),
+    ({"expert": {"render": {"same_person_distance": 0}}}, "expert.render.same_person_distance"),
+    ({"render": {"retarget": {"neutral": "first"}}}, "render.retarget.neutral"),
+    ({"render": {"retarget": {"neutral": [0, 3, 4]}}}, "render.retarget.neutral"),
+    ({"render": {"retarget": {"gain": 0}}}, "render.retarget.gain"),
+    ({"render": {"retarget": {"transfer": 1.5}}}, "render.retarget.transfer"),
+    ({"expert": {"render": {"retarget": {"map": "knn"}}}}, "expert.render.retarget.map"),
+    ({"render": {"retarget": {"ears": 1}}}, "render.retarget"),
+    ({"expert": {"render": {"score": {"identity_every": 0}}}}, "expert.render.score.identity_every"),
 ])
-def test_bad_driving_keys_name_themselves(render, key):
+def test_bad_driving_keys_name_themselves(section, key):
     from facevae.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate({"actors": {"a": {"videos": {"v": {"url": "https://example.org/x.mp4"}}}}, "render": render})
+        validate({"actors": {"a": {"videos": {"v": {"url": "https://example.org/x.mp4"}}}}, **section})
 
 
 def test_blog_preset_drives_with_the_encoder():

@@ -34,7 +34,8 @@ def train(media) -> dict:
     # earlier setting) drew mouths too blurred for the face mesh to read (self-reenactment mesh
     # mouth r 0.39, dlib 0.79); width 16: 0.73 / 0.87. Tests that judge the model families train
     # their own (tests/test_train.py).
-    return {"train": {"epochs": 50, "min_steps": 0, "batch_size": 16, "lr_schedule": "cosine", "width": 16, "checkpoint_minutes": 0}}
+    return {"train": {"epochs": 50, "min_steps": 0, "batch_size": 16, "width": 16, "checkpoint_minutes": 0},
+            "expert": {"train": {"lr_schedule": "cosine"}}}
 
 
 def render(media) -> dict:
@@ -47,7 +48,8 @@ def render(media) -> dict:
         "drivers": {"d6rest": {"videos": {"rest": {"path": str(media("videos/lp_d6.mp4")), "start": "00:00:25"}}},
                     "hdtf": {"videos": {"talk": {"path": str(media("videos/hdtf_RD_Radio2_000.mp4"))}}}},
         "reenact": [{"actor": "d6", "driver": "tpsmm"}, {"actor": "d6", "driver": "d6rest"}, {"actor": "d6", "driver": "hdtf"}],
-        "render": {"panel_size": 128, "paste_back": True, "score": {"permutations": 500}},
+        "render": {"panel_size": 128, "paste_back": True},
+        "expert": {"render": {"score": {"permutations": 500}}},
         "explore": {"panel_size": 128, "walk": {"points": 4, "steps": 10}, "interpolate": {"steps": 12},
                     "samples": {"rows": 4, "cols": 4}},
     }
@@ -57,6 +59,9 @@ def pipeline_overrides(media) -> dict:
     merged: dict = {}
     for stage in (faces, celeba, train, render):
         for key, value in stage(media).items():
+            if key == "expert":  # one block, each stage its own section of it
+                merged.setdefault("expert", {}).update(value)
+                continue
             if key in merged:
                 raise ValueError(f"two stages override config section {key!r}")
             merged[key] = value

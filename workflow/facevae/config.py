@@ -263,11 +263,13 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     _check_input_paths(config)
     if "actors" in config and not config["actors"]:  # `actors:` left empty: say it plainly
         raise ConfigError("actors", "no actors: add at least one actor with videos")
+    _take_back_expert(config, schema)
     validator_cls = jsonschema.validators.validator_for(schema)
     errors = list(validator_cls(schema).iter_errors(config))
     if errors:
         raise ConfigError(*_describe(_best_error(errors)))
     _fill_defaults(config, schema, schema)
+    _apply_expert(config)
     _check_people(config)
     _check_reenact(config)
     _check_celeba(config)
@@ -275,6 +277,65 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     _check_faces(config)
     _check_train(config)
     return config
+
+
+def expert_paths(schema: dict) -> list[tuple[str, ...]]:
+    """The key paths the ``expert:`` block sets (``("render", "retarget", "map")``, ``("render", "score")``...):
+    its keys, descended where the user's schema has an object of the same name (render.retarget)."""
+    props = lambda node: (node or {}).get("properties", {})  # noqa: E731
+    paths = []
+
+    def walk(expert_node: dict, user_node: dict, path: tuple[str, ...]) -> None:
+        for key, sub in props(expert_node).items():
+            if key in props(user_node) and props(sub):
+                walk(sub, props(user_node)[key], path + (key,))
+            else:
+                paths.append(path + (key,))
+
+    for section, sub in props(props(schema).get("expert")).items():
+        walk(sub, props(schema).get(section), (section,))
+    return paths
+
+
+def _get(config: dict, path: tuple[str, ...]):
+    node = config
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+_MISSING = object()
+
+
+def _take_back_expert(config: dict, schema: dict) -> None:
+    """A research knob at its old place (``render.retarget.map``) gets one message naming its new one
+    (``expert.render.retarget.map``). A config this function's :func:`_apply_expert` already resolved
+    (validated twice) holds the same values in both places: those copies are taken back out."""
+    expert = config.get("expert") if isinstance(config.get("expert"), dict) else None
+    for path in expert_paths(schema):
+        value = _get(config, path)
+        if value is _MISSING:
+            continue
+        if expert is not None and _get(expert, path) == value:
+            del _get(config, path[:-1])[path[-1]]
+            continue
+        raise ConfigError(key_path(list(path)), f"is an unsupported research knob now: set it as expert.{key_path(list(path))} "
+                                                "(docs/config.md, section expert)")
+
+
+def _apply_expert(config: dict) -> None:
+    """expert.<section>.<key> -> <section>.<key> (defaults filled): the rules read one place."""
+    def merge(into: dict, values: dict) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = copy.deepcopy(value)
+
+    for section, values in (config.get("expert") or {}).items():
+        merge(config.setdefault(section, {}), values)
 
 
 def _check_finite(node: Any, path: list) -> None:

@@ -96,10 +96,10 @@ class RenderConfig:
         if self.drive not in DRIVES:
             raise FacevaeError(f"render.drive must be one of {', '.join(DRIVES)}, not {self.drive!r}")
         if not 0 <= float(self.self_blend) <= 1:
-            raise FacevaeError(f"render.self_blend must be in [0, 1] (0 = the encoder alone), not {self.self_blend!r}")
+            raise FacevaeError(f"expert.render.self_blend must be in [0, 1] (0 = the encoder alone), not {self.self_blend!r}")
         if self.self_transfer != "encoder" and (isinstance(self.self_transfer, bool) or not isinstance(
                 self.self_transfer, (int, float)) or not 0 <= self.self_transfer <= 1):
-            raise FacevaeError(f"render.self_transfer must be encoder or a number in [0, 1], not {self.self_transfer!r}")
+            raise FacevaeError(f"expert.render.self_transfer must be encoder or a number in [0, 1], not {self.self_transfer!r}")
 
     @classmethod
     def from_config(cls, section: dict | None) -> "RenderConfig":

@@ -105,7 +105,7 @@ class TrainSettings:
         if settings.model not in MODELS:
             raise FacevaeError(f"train.model must be one of {', '.join(MODELS)}, not {settings.model!r}")
         if settings.lr_schedule not in LR_SCHEDULES:
-            raise FacevaeError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {settings.lr_schedule!r}")
+            raise FacevaeError(f"expert.train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {settings.lr_schedule!r}")
         return settings
 
     def epochs_for(self, n_batches: int) -> int:

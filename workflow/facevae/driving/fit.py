@@ -61,27 +61,27 @@ class RetargetSettings:
 
     def __post_init__(self):
         if self.features not in FEATURES:
-            raise FacevaeError(f"render.retarget.features must be one of {', '.join(FEATURES)}, not {self.features!r}")
+            raise FacevaeError(f"expert.render.retarget.features must be one of {', '.join(FEATURES)}, not {self.features!r}")
         if self.map not in MAPS:
-            raise FacevaeError(f"render.retarget.map must be one of {', '.join(MAPS)}, not {self.map!r}")
+            raise FacevaeError(f"expert.render.retarget.map must be one of {', '.join(MAPS)}, not {self.map!r}")
         for key in ("bandwidth", "l2"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
-                raise FacevaeError(f"render.retarget.{key} must be a positive number, not {value!r}")
+                raise FacevaeError(f"expert.render.retarget.{key} must be a positive number, not {value!r}")
         if int(self.max_centres) < 2:
-            raise FacevaeError(f"render.retarget.max_centres must be >= 2, not {self.max_centres!r}")
+            raise FacevaeError(f"expert.render.retarget.max_centres must be >= 2, not {self.max_centres!r}")
         if int(self.folds) < 2:
-            raise FacevaeError(f"render.retarget.folds must be >= 2, not {self.folds!r}")
+            raise FacevaeError(f"expert.render.retarget.folds must be >= 2, not {self.folds!r}")
         if isinstance(self.eye_gain_max, bool) or not isinstance(self.eye_gain_max, (int, float)) \
                 or not np.isfinite(self.eye_gain_max) or self.eye_gain_max < 1:
-            raise FacevaeError(f"render.retarget.eye_gain_max must be a number >= 1, not {self.eye_gain_max!r}")
+            raise FacevaeError(f"expert.render.retarget.eye_gain_max must be a number >= 1, not {self.eye_gain_max!r}")
         if not isinstance(self.eye_keeps_mouth, bool):
-            raise FacevaeError(f"render.retarget.eye_keeps_mouth must be true or false, not {self.eye_keeps_mouth!r}")
+            raise FacevaeError(f"expert.render.retarget.eye_keeps_mouth must be true or false, not {self.eye_keeps_mouth!r}")
         if not isinstance(self.readout, bool):
-            raise FacevaeError(f"render.retarget.readout must be true or false, not {self.readout!r}")
+            raise FacevaeError(f"expert.render.retarget.readout must be true or false, not {self.readout!r}")
         if isinstance(self.brow_weight, bool) or not isinstance(self.brow_weight, (int, float)) \
                 or not 0 <= self.brow_weight <= 1:
-            raise FacevaeError(f"render.retarget.brow_weight must be a number in [0, 1], not {self.brow_weight!r}")
+            raise FacevaeError(f"expert.render.retarget.brow_weight must be a number in [0, 1], not {self.brow_weight!r}")
 
     @classmethod
     def from_config(cls, section: dict | None) -> "RetargetSettings":
@@ -296,7 +296,7 @@ def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettin
     norm, mu = norm[ok], mu[ok]
     if len(norm) < 2 * settings.folds:
         raise FacevaeError(f"the retargeting map needs at least {2 * settings.folds} faces with landmarks, "
-                           f"the actor has {len(norm)} (lower render.retarget.folds or add footage)")
+                           f"the actor has {len(norm)} (lower expert.render.retarget.folds or add footage)")
     x = shape_features(torch.from_numpy(norm), settings.features, settings.brow_weight).numpy()
     fold = _blocks(len(x), settings.folds)
     err = base = 0.0
