@@ -42,7 +42,7 @@ docs: install
 	PYTHONPATH=workflow $(VPY) -m facevae.configdoc --write docs/config.md
 
 bench: install
-	@for script in bench/bench_*.py; do echo "== $$script"; $(VPY) $$script || exit 1; done
+	@for script in bench/perf/bench_*.py; do echo "== $$script"; $(VPY) $$script || exit 1; done
 	@echo "tables written to bench/results/"
 
 clean-results:

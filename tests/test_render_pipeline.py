@@ -187,7 +187,7 @@ def test_a_stranger_drives_the_actor(run):
 
 
 # Issue 38: an HDTF talking head (natural speech: small, fast mouth movements, the mouth half open at
-# rest) drives the same d6. Measured with bench/ci_seeds.py (this pipeline's config, train.seed 0 / 1 / 2,
+# rest) drives the same d6. Measured with bench/quality/ci_seeds.py (this pipeline's config, train.seed 0 / 1 / 2,
 # 2026-12-07, bf16 training on this CPU) with the default map: face-mesh mouth-opening r 0.437 / 0.356 /
 # 0.454 against circular-shift p95s of 0.282 / 0.248 / 0.260; amplitude ratio (the render's mouth s.d. over
 # the retrieval baseline's) 0.266 / 0.317 / 0.409 -- this 50-epoch model's mouth moves about a third as

@@ -1,6 +1,6 @@
 """The page's video-file mode against the pipeline's own driving path on the same clip, judged
 with the independent instrument (MediaPipe's face mesh) -- shared by tests/test_page.py (asserts)
-and bench/bench_page.py (a table row on a model trained with the defaults).
+and bench/perf/bench_page.py (a table row on a model trained with the defaults).
 
 The pipeline side is what `render.drive retarget` does with the page's settings: the driver's dlib
 track with face-api's mouth points (render.retarget.mouth_points faceapi), the actor's retargeting map, the neutral from the same calibration window, PyTorch's decoder.

@@ -262,7 +262,7 @@ RENDER_FRAME_BUFFER_BYTES = 512 << 20
 # the 480p renders; this keeps that as the floor. A full-resolution paste_back video adds its x264
 # encoder's frames (lookahead, reference and threads' frames: ~60 frames of 1.5 bytes a pixel) and
 # the frames in flight (the frame, the pasted frame, the panels: ~8 of 3 bytes a pixel).
-# ESTIMATES from the formula, not yet measured: bench/bench_render.py should record peak RSS at
+# ESTIMATES from the formula, not yet measured: bench/perf/bench_render.py should record peak RSS at
 # 1080p and 4K (issue 39, item 7) and these constants follow the measurement.
 RENDER_BASE_MB = 4000
 RENDER_ENCODER_FRAMES = 60

@@ -1,4 +1,4 @@
-"""Measures of a trained face VAE used by the model comparison (bench/bench_train.py) and tests.
+"""Measures of a trained face VAE used by the model comparison (bench/perf/bench_train.py) and tests.
 
 * :func:`pca_mse` -- the linear baseline: held-out MSE of PCA with as many components as latents;
 * :func:`active_dims` -- latent dimensions whose mean KL over faces exceeds 0.01 nats;

@@ -12,7 +12,7 @@ the self rows and the tpsmm rows beside the default (its other cross pairs cost 
 prototype numbers are in docs/decisions/001-retarget-strangers.md). Also writes a contact sheet per actor (driver crop / default / encoder / retrieval) to
 bench/results/transfer/ -- look at it.
 
-Writes bench/results/transfer.md. Run from the repository root: .venv/bin/python bench/bench_transfer.py
+Writes bench/results/transfer.md. Run from the repository root: .venv/bin/python bench/quality/bench_transfer.py
 (83 min for a whole run at train.min_steps 4500, 2026-12-02; the committed table's run, 2026-12-03,
 reused a work folder whose actors had been tracked and trained in 47.6 min, and rendered and scored in 10 min). BENCH_TRANSFER_WORKDIR keeps (and reuses) the work folder;
 BENCH_TRANSFER_FORCERUN (rule names, space-separated, e.g. ``fit_retarget``) reruns those rules and
@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 
 import numpy as np  # noqa: E402
@@ -37,7 +37,7 @@ import pandas as pd  # noqa: E402
 
 from facevae.train import TrainSettings  # noqa: E402
 
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "bench" / "quality"))
 from benchlib import MEDIA, run_workflow  # noqa: E402
 
 TRAINING = TrainSettings()  # the bench trains with the defaults: its header states them
@@ -159,7 +159,7 @@ def markdown(table: pd.DataFrame, seconds: float, reused: bool = False) -> str:
         "self mesh mouth r (min)": self_.mesh_mouth.min(),
     }
     lines = [
-        "# Cross-identity transfer (bench/bench_transfer.py)",
+        "# Cross-identity transfer (bench/quality/bench_transfer.py)",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads 2, no GPU. " + (
             f"This run reused the actors its work folder (BENCH_TRANSFER_WORKDIR) had tracked and trained before: "

@@ -22,7 +22,7 @@ are shared and every number slows down when other work runs.
 
 Environment: FACEVAE_BENCH_EPOCHS (default 20), FACEVAE_BENCH_MODELS (comma list, default all),
 FACEVAE_BENCH_CACHE (workflow outputs reused between runs, default ~/.cache/facevae/bench_train).
-Run: .venv/bin/python bench/bench_train.py
+Run: .venv/bin/python bench/perf/bench_train.py
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 
 import numpy as np  # noqa: E402

@@ -7,7 +7,7 @@ runs the workflow to its three reenactments (d6 by tpsmm, by its own held-out re
 talker) once per seed -- seeds 1 and 2 reuse seed 0's videos, tracks and faces -- and prints each
 pair's face-mesh mouth / eye r, circular-shift p95 and amplitude ratio, and dlib's mouth r.
 
-    .venv/bin/python bench/ci_seeds.py WORKDIR [seed ...]     (BENCH_CI_FORCERUN: rules to rerun)
+    .venv/bin/python bench/quality/ci_seeds.py WORKDIR [seed ...]     (BENCH_CI_FORCERUN: rules to rerun)
 """
 
 from __future__ import annotations

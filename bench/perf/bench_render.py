@@ -4,7 +4,7 @@ of the VAE, upscale + compose, and video encode (time the renderer waits on the 
 Setup (not timed): the first 30 s of lp_d6.mp4 are cut with the ingest helper and tracked with the
 faces stage's real tracker (dlib); the models are the training stage's networks at their default
 sizes with fresh weights (speed does not depend on what the weights are).
-Writes bench/results/render.md. Run from the repository root: .venv/bin/python bench/bench_render.py
+Writes bench/results/render.md. Run from the repository root: .venv/bin/python bench/perf/bench_render.py
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 
 import torch  # noqa: E402

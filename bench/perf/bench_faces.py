@@ -5,7 +5,7 @@ file written as the faces_track rule does -- measured in one run, with the machi
 (the 2 cores are shared; other work running at the same time slows every number down).
 Target: >= 100 aligned faces/s with 2 workers.
 
-Run: .venv/bin/python bench/bench_faces.py   (writes bench/results/faces.md)
+Run: .venv/bin/python bench/perf/bench_faces.py   (writes bench/results/faces.md)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 
 import cv2  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
                     f"{r['calls']['roi']} / {r['calls']['quick']} / {r['calls']['full']} / {r['calls']['coast']} |")
     text = f"""# Faces stage benchmark
 
-`bench/bench_faces.py`: `{CLIP.name}` ({frames} frames, every frame), default config (dlib
+`bench/perf/bench_faces.py`: `{CLIP.name}` ({frames} frames, every frame), default config (dlib
 backend, default filters, identity descriptor every 60 frames), tracks file written. "faces/s" =
 frames with an aligned face / wall time of the whole extraction (model loading and the HDF5
 writing included). Decode = OpenCV decoding every frame to RGB on one core, same run.

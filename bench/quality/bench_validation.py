@@ -12,7 +12,7 @@ nearest mouth and eye landmarks; the amplitude ratio -- the rendered opening's s
 baseline's, same instrument and frames).
 
 Writes bench/results/validation.md (+ .tsv) and a contact sheet of the weakest pair. Run from the
-repository root: .venv/bin/python bench/bench_validation.py. BENCH_VALIDATION_WORKDIR keeps (and
+repository root: .venv/bin/python bench/quality/bench_validation.py. BENCH_VALIDATION_WORKDIR keeps (and
 reuses) the work folder; BENCH_VALIDATION_FORCERUN reruns those rules (e.g. ``fit_retarget``).
 """
 

@@ -5,7 +5,7 @@ detection) through the celeba_align code path (dlib, default detect widths), wit
 processes, measured in one run with the machine's load noted (the 2 cores are shared; other work
 running at the same time slows every number down). Also the parse time of the attribute list.
 
-Run: .venv/bin/python bench/bench_celeba.py   (writes bench/results/celeba.md)
+Run: .venv/bin/python bench/perf/bench_celeba.py   (writes bench/results/celeba.md)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 
 from facevae.celeba import build_aligned, read_attributes, read_identities  # noqa: E402

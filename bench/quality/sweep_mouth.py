@@ -10,8 +10,8 @@ driver, the retrieval baseline's r, the amplitude ratio (render s.d. over the ba
 
 Choices are made on the tuning set's table; the validation set's is the report.
 
-    .venv/bin/python bench/sweep_mouth.py tuning /path/to/bench_transfer/auto [variant ...]
-    .venv/bin/python bench/sweep_mouth.py validation /path/to/bench_validation [variant ...]
+    .venv/bin/python bench/quality/sweep_mouth.py tuning /path/to/bench_transfer/auto [variant ...]
+    .venv/bin/python bench/quality/sweep_mouth.py validation /path/to/bench_validation [variant ...]
 
 Writes bench/results/mouth_sweep_{set}.tsv (one row per variant and pair) and prints the medians.
 """

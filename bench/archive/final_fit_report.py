@@ -6,7 +6,7 @@ sweep_mouth.py validation <work> default``). Per actor: faces kept, faces the sh
 held-out MSE of the measured model, training seconds, and the driving medians over its cross pairs plus
 its own-clip row.
 
-    .venv/bin/python bench/final_fit_report.py WORK_0.2 SWEEP_0.2.tsv WORK_0 SWEEP_0.tsv
+    .venv/bin/python bench/archive/final_fit_report.py WORK_0.2 SWEEP_0.2.tsv WORK_0 SWEEP_0.tsv
 
 Writes bench/results/final_fit.md and final_fit.tsv.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quality"))
 from benchlib import REPO, provenance  # noqa: E402
 
 sys.path.insert(0, str(REPO / "workflow"))
@@ -61,7 +61,7 @@ def main() -> None:
     lines = ["# Issue 40: the final fit on every face, on the validation set", "", *provenance({"train.holdout.final_fit": "0.2 vs 0"}), "",
              "Each actor trained with the defaults (bf16, 1 thread, two jobs sharing the 2 cores: seconds are indicative only) "
              "with `train.holdout.final_fit` 0.2 and 0, same seed and the same optimiser steps; then driven by "
-             "`bench/sweep_mouth.py validation` (default driving; face mesh and dlib as in the score files). "
+             "`bench/quality/sweep_mouth.py validation` (default driving; face mesh and dlib as in the score files). "
              "`measured_on`: the faces the held-out MSE's model trained on; `trained_on`: the shipped model's. "
              "`cross_*`: medians over the actor's cross pairs (three HDTF talkers and the other validation actors); "
              "`cross_within_0.05`: pairs with mesh mouth r within 0.05 of the retrieval baseline's or above; "

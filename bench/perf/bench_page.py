@@ -10,7 +10,7 @@ onnxruntime-web and tfjs on their wasm backends. Rows with and without cross-ori
 (COOP/COEP, which `make explore` sends: wasm threads) -- the plain row is any static server.
 
 Writes bench/results/page.md. Run on an otherwise idle machine:
-.venv/bin/python bench/bench_page.py (~15 min the first time: tracking and training; then ~4 min).
+.venv/bin/python bench/perf/bench_page.py (~15 min the first time: tracking and training; then ~4 min).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 sys.path.insert(0, str(REPO / "tests"))
 MEDIA = Path(os.environ.get("FACEVAE_MEDIA", REPO.parent / "shared" / "data"))
@@ -193,7 +193,7 @@ def main() -> None:
     version = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
     versions = json.loads((folder / "vendor/versions.json").read_text())["versions"]
     lines = [
-        "# The actor's page in headless Chromium (bench/bench_page.py)",
+        "# The actor's page in headless Chromium (bench/perf/bench_page.py)",
         "",
         f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, no GPU; {version}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + " (wasm backends).",

@@ -6,7 +6,7 @@ drawn at random from the whole clip (the plateau: two unrelated frames of the sa
 held-out face closer than the lag where the share reaches ~0.8 to a training face has a
 near-copy in training; the gap (train.holdout.gap_seconds) must cover that.
 
-    .venv/bin/python bench/bench_gap.py /work/bench/validation /work/bench/tuning/auto
+    .venv/bin/python bench/archive/bench_gap.py /work/bench/validation /work/bench/tuning/auto
 
 Writes bench/results/holdout_gap.md (+ .tsv).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quality"))
 from benchlib import REPO, provenance  # noqa: E402
 
 sys.path.insert(0, str(REPO / "workflow"))
@@ -64,7 +64,7 @@ def main() -> None:
     table.to_csv(out / "holdout_gap.tsv", sep="\t", index=False, float_format="%.4f")
     cols = ["actor", "faces", "seconds", "plateau_mse", *[f"share_{lag:g}s" for lag in LAGS], "lag_to_0.8"]
     lines = ["# Issue 40: how fast a face stops being a near copy of its neighbours", "", *provenance(), "",
-             "Script: `bench/bench_gap.py`. Per actor: the median pixel MSE between kept faces `lag` s apart in the same "
+             "Script: `bench/archive/bench_gap.py`. Per actor: the median pixel MSE between kept faces `lag` s apart in the same "
              "video, over the median MSE between two faces drawn at random from the clip (1.0 = as different as two "
              "unrelated frames). `lag_to_0.8`: the first lag where the share reaches 0.8.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
