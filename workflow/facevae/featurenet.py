@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from . import FACE_SIZE, FacevaeError
 from .atomic import save_figure, write_text
 from .plotting import pyplot
-from .runkit import StopSignals, code_hash, elapsed, load_checkpoint, rng_states, set_rng_states
+from .runkit import StopSignals, code_hash, elapsed, load_checkpoint, resume, rng_states
 
 log = logging.getLogger(__name__)
 
@@ -266,12 +266,7 @@ def train_feature_net(aligned_h5, out_path, metrics_path=None, plot_path=None, s
     expected = _fingerprint(s, images, attrs, identity, device, torch.get_num_threads()) if checkpoint else ""
     ckpt = load_checkpoint(checkpoint, expected, device, CHECKPOINT_FORMAT) if checkpoint else None
     if ckpt is not None:
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimiser"])
-        set_rng_states(gen, ckpt["rng"])
-        state = ckpt["state"]
-        state["resumed"] += 1
-        log.info("resuming from %s at epoch %d, batch %d", checkpoint, state["epoch"] + 1, state["batch"])
+        state = resume(ckpt, net, opt, gen, checkpoint)
 
     def save_checkpoint() -> None:
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": expected, "model": net.state_dict(),

@@ -1,7 +1,7 @@
 """The resumable-run kit: what makes a long loop stoppable and resumable to identical numbers.
 
-Used by :mod:`facevae.train` (one actor's VAE). A run saves its checkpoint atomically (see
-:func:`facevae.modelio.atomic_torch_save`) with a fingerprint of everything that decides its numbers;
+Used by :mod:`facevae.train` (one actor's VAE) and :mod:`facevae.featurenet` (the DFC loss's feature
+net). A run saves its checkpoint atomically (see :func:`facevae.modelio.atomic_torch_save`) with a fingerprint of everything that decides its numbers;
 :func:`load_checkpoint` resumes only a checkpoint with the same fingerprint. :func:`rng_states`
 captures every random generator the loop draws from, :class:`StopSignals` turns SIGTERM / SIGINT
 (Ctrl-C, a cluster's kill) into a checkpoint at the next step boundary, and :func:`code_hash` puts
@@ -72,6 +72,18 @@ def load_checkpoint(path: Path, expected: str, device: torch.device, fmt: str) -
         log.info("checkpoint %s is from other settings, faces or code: starting afresh", path)
         return None
     return ckpt
+
+
+def resume(ckpt: dict, model: torch.nn.Module, optimiser: torch.optim.Optimizer, gen: torch.Generator, path: Path) -> dict:
+    """Restore a run from a checkpoint :func:`load_checkpoint` accepted -- weights, optimiser, every
+    RNG -- and return its loop state (``epoch``, ``batch``, ...), its ``resumed`` count raised by one."""
+    model.load_state_dict(ckpt["model"])
+    optimiser.load_state_dict(ckpt["optimiser"])
+    set_rng_states(gen, ckpt["rng"])
+    state = ckpt["state"]
+    state["resumed"] += 1
+    log.info("resuming from %s at epoch %d, batch %d", path, state["epoch"] + 1, state["batch"])
+    return state
 
 
 class StopSignals:

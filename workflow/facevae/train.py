@@ -45,7 +45,7 @@ from .losses import DFCLoss, kl_divergence, kl_weight, recon_loss
 from .modelio import atomic_torch_save, pick_device, resolve_precision, save_model
 from .models import DEFAULT_LATENT, ModelConfig, build_model
 from .plotting import pyplot
-from .runkit import StopSignals, code_hash, elapsed, load_checkpoint, rng_states, set_rng_states
+from .runkit import StopSignals, code_hash, elapsed, load_checkpoint, resume, rng_states
 from .trainset import SPLIT_GAP, SPLIT_HELDOUT, SPLIT_TRAIN, Faces, load_faces, plan_split, write_split
 
 log = logging.getLogger(__name__)
@@ -343,12 +343,7 @@ def train_vae(
              "heldout_sheet": None}
     ckpt = load_checkpoint(checkpoint, expected, device, CHECKPOINT_FORMAT)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimiser.load_state_dict(ckpt["optimiser"])
-        set_rng_states(gen, ckpt["rng"])
-        state = ckpt["state"]
-        state["resumed"] += 1
-        log.info("resuming from %s at epoch %d, batch %d", checkpoint, state["epoch"] + 1, state["batch"])
+        state = resume(ckpt, model, optimiser, gen, checkpoint)
 
     def train_step(x: torch.Tensor, weight: float) -> torch.Tensor:
         """One optimiser step on batch ``x`` (the encoder reads it appearance-jittered with
