@@ -21,7 +21,7 @@ on the same inputs:
 Also: one 112x112 inference in PyTorch on one thread.
 
 JS dependencies are npm-installed (pinned versions, from the npm registry) into --js-dir the first
-time. Needs node >= 18. ~25 s. Run: .venv/bin/python bench/check_faceapi_port.py
+time. Needs node >= 18. ~25 s. Run: .venv/bin/python bench/archive/check_faceapi_port.py
 
 Measured (2 busy CPU cores, node 20.20, Chromium 150.0.7871.100, torch 2.13 CPU), --random-boxes 6:
   (a) raw output max |diff| 3.1e-07 (target 1e-4)

@@ -9,7 +9,7 @@ variant's mouth series is correlated with the driver's and with the pipeline's.
 Reads a workflow run folder (PAGE_GAP_WORKDIR) holding results/models/{actor}/, the driver's track and
 video and results/weights/face-api (e.g. the CI pipeline's config run in a folder of its own);
 PAGE_GAP_ACTOR / PAGE_GAP_DRIVER / PAGE_GAP_VIDEO default to d6 / tpsmm / driving.
-Writes bench/results/page_gap.md. Run: PAGE_GAP_WORKDIR=<dir> .venv/bin/python bench/page_gap.py
+Writes bench/results/page_gap.md. Run: PAGE_GAP_WORKDIR=<dir> .venv/bin/python bench/archive/page_gap.py
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main() -> None:
         "dlib's 68 points (mouth_points dlib)": dlib,
     }
     series = {}
-    lines = ["# Page vs pipeline: which points move the mouth series (bench/page_gap.py)", "",
+    lines = ["# Page vs pipeline: which points move the mouth series (bench/archive/page_gap.py)", "",
              f"{work.name}: actor {actor} driven by {driver}/{video} ({len(rows)} kept frames), the actor's map at "
              f"transfer {NEUTRAL_TRANSFER}, no smoothing; face-mesh mouth and eye r with the driver's crops, and the "
              "mouth series' r with the pipeline's (issue 13's video-file bar: 0.8).", "",

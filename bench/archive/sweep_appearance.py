@@ -19,7 +19,7 @@ APPEARANCE_JITTER_MODELS names a folder of ``{actor}/model.pt`` trained on the b
 (every other training setting the bench's); those actors' pairs get a row through it, beside the
 plain encoder on the same pairs.
 
-Writes bench/results/appearance.md. Run: BENCH_TRANSFER_WORKDIR=<dir> [APPEARANCE_JITTER_MODELS=<dir>] .venv/bin/python bench/sweep_appearance.py
+Writes bench/results/appearance.md. Run: BENCH_TRANSFER_WORKDIR=<dir> [APPEARANCE_JITTER_MODELS=<dir>] .venv/bin/python bench/archive/sweep_appearance.py
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main() -> None:
     default = transfer[(transfer.drive == "auto") & (transfer.kind == "cross")]
     seconds = time.perf_counter() - t0
     order = [v for v in dict.fromkeys(table.variant) if v != JITTER]
-    lines = ["# Identity-robust encoding: driver-side appearance normalisation, and an encoder trained with appearance jitter (bench/sweep_appearance.py)", "",
+    lines = ["# Identity-robust encoding: driver-side appearance normalisation, and an encoder trained with appearance jitter (bench/archive/sweep_appearance.py)", "",
              f"{seconds / 60:.1f} min on {os.cpu_count()} CPU cores. The transfer bench's 16 cross pairs; each driver crop's "
              "colour statistics moved to the actor's training faces', then the actor's plain encoder and decoder. Face-mesh "
              "mouth / eye r of the driver's crops and the decoded faces over the kept frames (as the score files). The default "

@@ -1,7 +1,7 @@
 """How much should the brows weigh in the retargeting map (render.retarget.brow_weight)?
 
 Issue 13's video-file bar asks the page's render to follow the pipeline's (mouth series r >= 0.8),
-and bench/page_gap.py found why it does not: the page has face-api's 68 points only, and face-api's
+and bench/archive/page_gap.py found why it does not: the page has face-api's 68 points only, and face-api's
 brows, read by the map together with the mouth, move the decoded mouth. This sweep refits every
 bench actor's map at each brow weight (driving.fit_and_calibrate, as rule fit_retarget fits it) and
 drives the 16 cross pairs twice -- with the pipeline's points (the track's dlib points, face-api's
@@ -17,7 +17,7 @@ Columns: cross medians of mesh mouth / eye r and dlib mouth r (pipeline points),
 the retrieval baseline's mesh mouth r, the page-vs-pipeline mouth series r (median and min over the
 16 pairs), and the own clips' blend mouth r beside the encoder's.
 
-Writes bench/results/brow_weight.md (and .tsv). Run: BENCH_TRANSFER_WORKDIR=<dir> .venv/bin/python bench/sweep_brow_weight.py
+Writes bench/results/brow_weight.md (and .tsv). Run: BENCH_TRANSFER_WORKDIR=<dir> .venv/bin/python bench/archive/sweep_brow_weight.py
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def bench_rows(work: Path, measure, transfer: float, self_blend: float, t0: floa
 
 
 def markdown(table: pd.DataFrame, seconds: float) -> str:
-    lines = ["# Brow weight of the retargeting map (bench/sweep_brow_weight.py)", "",
+    lines = ["# Brow weight of the retargeting map (bench/archive/sweep_brow_weight.py)", "",
              f"The transfer bench's four actors ({seconds / 60:.1f} min on {os.cpu_count()} CPU cores): 16 cross pairs driven "
              "with the pipeline's points (dlib, face-api's mouth) and with the page's (face-api's 68); own = the actor's "
              "held-out rest through the own-clip blend. Face-mesh r of driver and decoded actor over the kept frames, as "

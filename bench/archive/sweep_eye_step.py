@@ -8,12 +8,12 @@ the page's own points follow the pipeline's mouth at 0.805 instead of 0.683). dr
 measures on the decoder how far the eye step and the mouth direction move the decoded mouth (dlib)
 and takes the cancelling share of the mouth direction out of the eye step.
 
-Same rows as bench/sweep_brow_weight.py (its bench_rows / ci_pair): the transfer bench's 16 cross
+Same rows as bench/archive/sweep_brow_weight.py (its bench_rows / ci_pair): the transfer bench's 16 cross
 pairs with the pipeline's points and the simulated page's, each actor's own held-out rest through
 the own-clip blend beside the plain encoder, and the CI pipeline's d6 (SWEEP_CI_WORKDIR). The page's
-own points are bench/sweep_page_points.py's instrument.
+own points are bench/archive/sweep_page_points.py's instrument.
 
-Writes bench/results/eye_step.md (and .tsv). Run: BENCH_TRANSFER_WORKDIR=<dir> [SWEEP_CI_WORKDIR=<dir>] .venv/bin/python bench/sweep_eye_step.py
+Writes bench/results/eye_step.md (and .tsv). Run: BENCH_TRANSFER_WORKDIR=<dir> [SWEEP_CI_WORKDIR=<dir>] .venv/bin/python bench/archive/sweep_eye_step.py
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ VARIANTS = {
 
 
 def markdown(table: pd.DataFrame, seconds: float) -> str:
-    lines = ["# The eye step and the decoded mouth (bench/sweep_eye_step.py)", "",
+    lines = ["# The eye step and the decoded mouth (bench/archive/sweep_eye_step.py)", "",
              f"{seconds / 60:.1f} min on {os.cpu_count()} CPU cores. The transfer bench's 16 cross pairs with the pipeline's "
              "points (dlib, face-api's mouth) and the simulated page's (face-api's 68 through the port); own = the actor's "
              "held-out rest through the own-clip blend (render.self_blend) beside the plain encoder. Face-mesh r as the "

@@ -15,7 +15,7 @@ The retrieval column is the score files' (dlib points); ``retrieval face-api`` r
 face-api points on both sides.
 
 Writes bench/results/landmark_sweep.md (and .tsv). Run:
-BENCH_TRANSFER_WORKDIR=<dir> FACEAPI_MODEL_DIR=<face-api package>/model .venv/bin/python bench/sweep_landmarks.py
+BENCH_TRANSFER_WORKDIR=<dir> FACEAPI_MODEL_DIR=<face-api package>/model .venv/bin/python bench/archive/sweep_landmarks.py
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main() -> None:
     dest = REPO / "bench/results/landmark_sweep"
     table.to_csv(dest.with_suffix(".tsv"), sep="\t", index=False, float_format="%.4f")
     labels = ["dlib", "face-api driver", "face-api mouth driver", "face-api both", "retrieval", "retrieval face-api"]
-    lines = ["# Landmark model for driving (bench/sweep_landmarks.py)", "",
+    lines = ["# Landmark model for driving (bench/archive/sweep_landmarks.py)", "",
              f"The transfer bench's four actors and 16 cross pairs ({(time.perf_counter() - t0) / 60:.1f} min). Face-mesh r of "
              "the driver's and the decoded actor's opening series over the kept frames, as the score files measure them; "
              "within 0.05 = pairs whose mouth r is within 0.05 of the (dlib) retrieval baseline's or above.", "",

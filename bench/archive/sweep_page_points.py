@@ -1,6 +1,6 @@
 """The page's video-file render against the pipeline's, on the page's OWN landmarks (issue 13).
 
-bench/page_gap.py and bench/sweep_brow_weight.py simulate the page's points (face-api's net through
+bench/archive/page_gap.py and bench/archive/sweep_brow_weight.py simulate the page's points (face-api's net through
 its PyTorch port, in boxes around dlib's points); the real page runs face-api's tiny detector and its
 points differ more (the simulation said 0.82 where the test measured 0.683). This sweep reads the
 page's own log instead -- tests/test_page.py writes it when FACEVAE_PAGE_LOG names a file: per frame
@@ -18,7 +18,7 @@ face-api points are: driving.driver_landmarks), computed with the port on the sa
 
 Reads PAGE_SWEEP_WORKDIR (the test session's pipeline folder; several, separated by ':', e.g. copies
 retrained at other train.seed values -- the page's points do not depend on the model, so one log
-serves them all) and PAGE_SWEEP_LOG (the log); writes bench/results/page_points.md. Run: PAGE_SWEEP_WORKDIR=<dir> PAGE_SWEEP_LOG=<json> .venv/bin/python bench/sweep_page_points.py
+serves them all) and PAGE_SWEEP_LOG (the log); writes bench/results/page_points.md. Run: PAGE_SWEEP_WORKDIR=<dir> PAGE_SWEEP_LOG=<json> .venv/bin/python bench/archive/sweep_page_points.py
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> None:
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     log = json.loads(Path(os.environ["PAGE_SWEEP_LOG"]).read_text())
-    lines = ["# The page's own points against the pipeline's (bench/sweep_page_points.py)", "",
+    lines = ["# The page's own points against the pipeline's (bench/archive/sweep_page_points.py)", "",
              f"The CI pipeline's {ACTOR} driven by {DRIVER}, every frame stepped through in Chromium (the page's log); the "
              "map refitted per variant, both sides driven as tests/support/page_compare.py drives them. Columns: mesh "
              "mouth r of the page's render against the pipeline's (issue 13's bar: 0.8), and of each render with the "

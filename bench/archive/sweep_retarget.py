@@ -9,7 +9,7 @@ upscale and unsharp mask) -- no video is written, so a sweep costs minutes, not 
 The retrieval baseline is measured alike. The reenact rule's own score files stay the reference:
 the default's row here reproduces bench/results/transfer.md's auto rows.
 
-Writes bench/results/retarget_sweep.md (and .tsv). Run: BENCH_TRANSFER_WORKDIR=<dir> .venv/bin/python bench/sweep_retarget.py
+Writes bench/results/retarget_sweep.md (and .tsv). Run: BENCH_TRANSFER_WORKDIR=<dir> .venv/bin/python bench/archive/sweep_retarget.py
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def main() -> None:
 
 def markdown(table: pd.DataFrame, seconds: float) -> str:
     base = table[table.variant == "retrieval"].set_index(["actor", "driver"])
-    lines = ["# Retargeting levers (bench/sweep_retarget.py)", "",
+    lines = ["# Retargeting levers (bench/archive/sweep_retarget.py)", "",
              f"The transfer bench's four actors and 16 cross pairs ({seconds / 60:.1f} min). Face-mesh r of the driver's "
              "and the decoded actor's opening series over the kept frames, as the score files measure them; "
              "within 0.05 = pairs whose mouth r is within 0.05 of the retrieval baseline's or above. "

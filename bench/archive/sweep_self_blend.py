@@ -6,7 +6,7 @@ render.retarget, face-api's mouth points), and through blends of the two
 (facevae.driving.blend_latents); the decoded faces are scored with the face mesh as the score files
 score them (mouth and eye r against the driver's crops).
 
-Writes bench/results/self_blend.md. Run: BENCH_TRANSFER_WORKDIR=<dir> .venv/bin/python bench/sweep_self_blend.py
+Writes bench/results/self_blend.md. Run: BENCH_TRANSFER_WORKDIR=<dir> .venv/bin/python bench/archive/sweep_self_blend.py
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
     render = RenderConfig()
     measure = mesh_measure(render)
     t0 = time.perf_counter()
-    lines = ["# Own-clip blend of encoder and retargeting (bench/sweep_self_blend.py)", "",
+    lines = ["# Own-clip blend of encoder and retargeting (bench/archive/sweep_self_blend.py)", "",
              "The transfer bench's four actors, each driven by the held-out rest of its own clip; z = (1 - share) x the "
              "encoder's + share x the retargeted z (share 0: the encoder alone, 1: the map alone). Face-mesh mouth r "
              "(eye r) of the driver's crops and the decoded faces over the kept frames, as the score files measure them "

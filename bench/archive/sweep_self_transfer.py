@@ -14,7 +14,7 @@ folders, one per train.seed; their map refitted with today's settings, as the ru
 mouth r (eye r) of the driver's crops and the decoded faces over the kept frames, as the score files
 measure them (no render.smooth) -- the same path as rule reenact (facevae.driving.drive_track).
 
-Writes bench/results/self_transfer.md. Run: BENCH_TRANSFER_WORKDIR=<dir> [SWEEP_CI_WORKDIR=<dirs>] .venv/bin/python bench/sweep_self_transfer.py
+Writes bench/results/self_transfer.md. Run: BENCH_TRANSFER_WORKDIR=<dir> [SWEEP_CI_WORKDIR=<dirs>] .venv/bin/python bench/archive/sweep_self_transfer.py
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     seconds = time.perf_counter() - t0
     cell = lambda r: f"{r[0]:.3f} ({r[1]:.3f})"  # noqa: E731
-    lines = ["# The own-clip blend's neutral transfer (bench/sweep_self_transfer.py)", "",
+    lines = ["# The own-clip blend's neutral transfer (bench/archive/sweep_self_transfer.py)", "",
              f"{seconds / 60:.1f} min on {os.cpu_count()} CPU cores. Each actor driven by the held-out rest of its own clip "
              f"through the blend (render.self_blend {render.self_blend:g}) with the retargeted z's neutral transfer fixed, or "
              "picked by the encoder (render.self_transfer encoder: the transfer of 0, 0.1, ..., 1 whose z lies nearest the "

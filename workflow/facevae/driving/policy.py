@@ -105,7 +105,7 @@ def blend_latents(z_encoder: np.ndarray, z_retarget: np.ndarray, share: float) -
     actor's own small motions) but blurs what the decoder rarely saw; the map carries the landmarks'
     openings. On the bench's own held-out clips (mesh mouth r, encoder / retarget / blend 0.5):
     d6 0.80 / 0.85 / 0.90, d10 0.81 / 0.72 / 0.85, d3 0.78 / 0.84 / 0.92, d13 0.975 / 0.89 / 0.965
-    (bench/results/self_blend.md, bench/sweep_self_blend.py)."""
+    (bench/results/self_blend.md, bench/archive/sweep_self_blend.py)."""
     return ((1.0 - share) * z_encoder + share * z_retarget).astype(np.float32)
 
 

@@ -34,7 +34,7 @@ face box up to ~2 px apart. Output mapping (FaceLandmark68NetBase.postProcess + 
 ``crop_px = (out * 112 - offset) / (side * scale) * side`` per axis, offset = the centring offset
 in the square; the page then adds the box origin.
 
-Measured agreement (bench/check_faceapi_port.py; face-api 1.7.15 on tfjs 4.22.0's wasm backend,
+Measured agreement (bench/archive/check_faceapi_port.py; face-api 1.7.15 on tfjs 4.22.0's wasm backend,
 the page's): raw net output on a random 112x112 input max |diff| 3e-7 (node); landmarks in image
 pixels on 20 tpsmm_driving boxes (detector + tracking boxes) 5e-5 px on the tensor path end to end
 (node), and in headless Chromium 150 (the page's own extractFaces + detectLandmarks on a canvas,
@@ -295,7 +295,7 @@ def canvas_square(crop: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     drawn by Skia's legacy bitmap shader: 4-bit sub-pixel weights, (sum of 8-bit weighted taps)
     >> 8, truncated; no antialiasing of the (possibly fractional) rectangle: columns/rows
     round(edge) .. round(edge)-1. Bit-exact with Chromium 150's toBatchTensor(112) output on the
-    boxes of bench/check_faceapi_port.py (square and not, up- and downscaled). Other browsers
+    boxes of bench/archive/check_faceapi_port.py (square and not, up- and downscaled). Other browsers
     (Firefox, Safari) filter differently."""
     h, w = crop.shape[:2]
     sw, sh, dx, dy = _placement(w, h, size)
