@@ -65,6 +65,12 @@ VARIANTS = {
     "nw0.1-eyestep": ({"map": "nadaraya", "bandwidth": 0.1, "mouth_step": False}, {}, {}),
     "nw0.02-eyestep": ({"map": "nadaraya", "bandwidth": 0.02, "mouth_step": False}, {}, {}),
     "eyestep": ({"mouth_step": False}, {}, {}),
+    # issue 38, after the final fit: a still driver's blink opened the actor's mouth (d11 <- s18)
+    "decoded": ({"mouth_readout": "decoded"}, {}, {}),
+    "additive": ({"map": "additive"}, {}, {}),
+    "additive-decoded": ({"map": "additive", "mouth_readout": "decoded"}, {}, {}),
+    "eyegain1": ({"eye_gain_max": 1.0}, {}, {}),
+    "decoded-eyegain1": ({"mouth_readout": "decoded", "eye_gain_max": 1.0}, {}, {}),
 }
 
 

@@ -14,7 +14,7 @@ import torch
 from facevae import FacevaeError
 from facevae.driving.mapfile import save_retarget
 from facevae.driving.retarget_map import MAPS, LandmarkRetarget, apply_map
-from facevae.driving.shapes import FEATURES, normalise_landmarks, shape_features, shape_openings
+from facevae.driving.shapes import FEATURES, MOUTH, normalise_landmarks, shape_features, shape_openings
 from facevae.sampling import evenly_spread
 
 # render.retarget.brow_weight: the brows' weight in what the map reads (docs/decisions: the page has
@@ -58,6 +58,7 @@ class RetargetSettings:
     brow_weight: float = BROW_WEIGHT
     eye_keeps_mouth: bool = True
     mouth_step: bool = True  # the read-out's mouth step (a dataclass field the bench sets; not a config key)
+    mouth_readout: str = "faces"  # what the mouth step's miss is read from: "faces" or "decoded" (calibrate_mouth_readout)
 
     def __post_init__(self):
         if self.features not in FEATURES:
@@ -77,6 +78,8 @@ class RetargetSettings:
             raise FacevaeError(f"expert.render.retarget.eye_gain_max must be a number >= 1, not {self.eye_gain_max!r}")
         if not isinstance(self.eye_keeps_mouth, bool):
             raise FacevaeError(f"expert.render.retarget.eye_keeps_mouth must be true or false, not {self.eye_keeps_mouth!r}")
+        if self.mouth_readout not in ("faces", "decoded"):
+            raise FacevaeError(f"expert.render.retarget.mouth_readout must be faces or decoded, not {self.mouth_readout!r}")
         if not isinstance(self.readout, bool):
             raise FacevaeError(f"expert.render.retarget.readout must be true or false, not {self.readout!r}")
         if isinstance(self.brow_weight, bool) or not isinstance(self.brow_weight, (int, float)) \
@@ -96,10 +99,50 @@ def _blocks(n: int, folds: int) -> np.ndarray:
     return np.minimum(np.arange(n) * folds // max(n, 1), folds - 1)
 
 
+def feature_blocks(features: str, n_features: int) -> np.ndarray:
+    """(2, F) 0/1 masks of the map's features: the mouth's coordinates, and the rest (eyes, brows, and
+    with ``face`` features the jaw and nose) -- the additive map's two kernels."""
+    mouth = np.zeros(n_features)
+    if features == "local":  # shape_features' layout: the mouth's 20 points first
+        mouth[: 2 * len(MOUTH)] = 1
+    else:  # all 68 points in order
+        mouth[2 * MOUTH[0] : 2 * (MOUTH[-1] + 1)] = 1
+    return np.stack([mouth, 1 - mouth])
+
+
+def _median_d2(a: np.ndarray) -> float:
+    d2 = ((a[:, None] - a[None]) ** 2).sum(-1)
+    return float(np.median(d2[d2 > 0])) if (d2 > 0).any() else 1.0
+
+
+def _solve_additive(x: np.ndarray, zc: np.ndarray, spread: np.ndarray, settings: RetargetSettings, median_d2) -> dict:
+    """The additive map: one Gaussian kernel on the mouth's features and one on the rest, each of width
+    ``bandwidth`` x its own median squared distance, fitted together (subset of regressors over the
+    same centres, each kernel's own ridge): z = f_mouth + f_rest, so a driver's blink reaches z only
+    through what the eyes do in the actor's frames beside its mouth, not through the faces where the
+    actor happened to blink while talking."""
+    masks = feature_blocks(settings.features, x.shape[1])
+    centres = x[spread]
+    if median_d2 is None:
+        median_d2 = tuple(_median_d2(centres * m) for m in masks)
+    blocks = np.stack([m * np.sqrt(1.0 / (2.0 * settings.bandwidth * d2)) for m, d2 in zip(masks, median_d2)])
+    kern = lambda a, b, s: np.exp(-(((a * s)[:, None] - (b * s)[None]) ** 2).sum(-1))  # noqa: E731
+    k_nm = np.concatenate([kern(x, centres, s) for s in blocks], axis=1)
+    m = len(centres)
+    reg = np.zeros((2 * m, 2 * m))
+    for b, s in enumerate(blocks):
+        reg[b * m : (b + 1) * m, b * m : (b + 1) * m] = kern(centres, centres, s)
+    coef = np.linalg.solve(k_nm.T @ k_nm + settings.l2 * reg + 1e-8 * np.eye(2 * m), k_nm.T @ zc)
+    return {"centres": centres, "coef": coef, "blocks": blocks, "inv_width": 1.0, "median_d2": median_d2}
+
+
 def _solve_map(x: np.ndarray, z: np.ndarray, settings: RetargetSettings, median_d2: float | None = None) -> dict:
-    """Fit one map (float64): returns centres, coef, x_mean, z_mean, inv_width."""
+    """Fit one map (float64): returns centres, coef, x_mean, z_mean, inv_width (and ``blocks``: additive)."""
     x_mean, z_mean = x.mean(axis=0), z.mean(axis=0)
     zc = z - z_mean
+    if settings.map == "additive":
+        spread = evenly_spread(len(x), settings.max_centres)
+        return {**_solve_additive(x, zc, spread, settings, median_d2), "x_mean": x_mean, "z_mean": z_mean}
     if settings.map == "linear":
         xc = x - x_mean
         # l2 is relative: per frame and per unit of the features' variance.
@@ -129,8 +172,9 @@ def _solve_map(x: np.ndarray, z: np.ndarray, settings: RetargetSettings, median_
 def _predict(fit: dict, x: np.ndarray, kind: str) -> np.ndarray:
     """A fit's z for features ``x``, through the module's own evaluation (:func:`apply_map`)."""
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    blocks = t(fit["blocks"]) if "blocks" in fit else None
     return apply_map(t(x), t(fit["centres"]), t(fit["coef"]), t(fit["x_mean"]), t(fit["z_mean"]), fit["inv_width"],
-                     kind).numpy()
+                     kind, blocks).numpy()
 
 
 READOUT_MIN_R = 0.3  # an opening's step is used only when held-out mu carries it at least this well
@@ -281,6 +325,44 @@ def decouple_eye_step(module: LandmarkRetarget, mu: np.ndarray, sd: np.ndarray, 
     return out
 
 
+MOUTH_READOUT_FACES = 96  # evenly spread codes the decoded mouth read-out is fitted around (x 4 moves each)
+
+
+def calibrate_mouth_readout(module: LandmarkRetarget, mu: np.ndarray, sd: np.ndarray, openings_of, seed: int = 0) -> dict:
+    """Read the mouth step's miss from what the *decoder* draws, in place: the mouth row of the read-out
+    (``readout_w[:, 1]``, ``readout_y[1]``) is refitted as a ridge regression of the mouth opening
+    measured on decoded faces (``openings_of(z) -> (M, 2)``, mouth first) on z, over evenly spread codes
+    as they are and moved along the (final) eye step, the mouth direction and both (random amounts in
+    the actor's range, seeded). Why: the read-out fitted on the actor's own faces misses what the eye
+    step does to the *decoded* mouth (an actor who blinks while talking: a driver's blink opened the
+    rendered mouth while the read-out said closed), so the mouth step never corrected it; the module
+    then takes its mouth step after the eye step, by what this read-out sees there. Returns
+    ``mouth_readout_r`` (the fit's r on its samples) and ``mouth_readout_eye`` (the decoded mouth's
+    change per unit of eye step: the leak now corrected); nothing changes without a mouth step."""
+    out = {"mouth_readout_r": float("nan"), "mouth_readout_eye": float("nan")}
+    steps = module.readout_steps.numpy() if module.has_readout else np.zeros((2, 0))
+    if not steps.size or not np.abs(steps[1]).sum():
+        return out
+    rng = np.random.default_rng(seed)
+    base = np.asarray(mu, np.float64)[evenly_spread(len(mu), MOUTH_READOUT_FACES)]
+    eye = rng.uniform(-2.5, 1.5, (len(base), 1)) * float(sd[0]) * steps[0]  # mostly closing, as blinks do
+    mouth = rng.uniform(-1.5, 1.5, (len(base), 1)) * float(sd[1]) * steps[1]
+    z = np.concatenate([base, base + eye, base + mouth, base + eye + mouth])
+    measured = np.asarray(openings_of(z), np.float64)[:, 0]
+    ok = np.isfinite(measured)
+    if ok.sum() < 2 * len(base):
+        return out
+    zc = z[ok] - module.z_mean.numpy()
+    y = measured[ok]
+    ridge = 1e-2 * len(zc) * zc.var(axis=0).mean()  # per sample and unit of z's variance
+    w = np.linalg.solve(zc.T @ zc + ridge * np.eye(zc.shape[1]), zc.T @ (y - y.mean()))
+    module.readout_w[:, 1] = torch.as_tensor(w, dtype=module.readout_w.dtype)
+    module.readout_y[1] = float(y.mean())
+    module.mouth_after_eye = True  # the mouth's miss is read after the eye step has moved z
+    out.update(mouth_readout_r=float(np.corrcoef(zc @ w, y)[0, 1]), mouth_readout_eye=float(w @ steps[0]))
+    return out
+
+
 def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettings = RetargetSettings()
                  ) -> tuple[LandmarkRetarget, dict]:
     """Fit an actor's map from its own landmarks (N, 68, 2, crop px) to its latent means (N, D).
@@ -323,7 +405,8 @@ def fit_retarget(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetSettin
         if not any(readout["used"]):
             readout = None
     module = LandmarkRetarget(np.median(norm, axis=0), full["centres"], full["coef"], full["x_mean"], full["z_mean"],
-                              full["inv_width"], settings.features, settings.map, readout, brow_weight=settings.brow_weight)
+                              full["inv_width"], settings.features, settings.map, readout, brow_weight=settings.brow_weight,
+                              blocks=full.get("blocks"))
     # The mouth's regression direction even where its step is not used: decouple_eye_step's lever
     # (fit_and_calibrate takes it out of the report, which becomes a one-row table).
     report["mouth_direction"] = tuple(float(v) for v in directions[1]) if readout is not None else ()
@@ -352,14 +435,17 @@ def fit_and_calibrate(landmarks: np.ndarray, mu: np.ndarray, settings: RetargetS
     # the columns are always there
     report.update(eye_response=float("nan"), eye_gain=1.0, eye_mouth_response=float("nan"),
                   mouth_response=float("nan"), eye_mouth_removed=0.0)
-    if not report.get("readout_eye"):
-        return module, report
-    if settings.eye_keeps_mouth:
-        report.update(decouple_eye_step(module, mu, (report["eye_sd"], report["mouth_sd"]), mouth_direction,
-                                        openings_of))
-    if settings.eye_gain_max > 1:
-        report.update(calibrate_eye_step(module, mu, float(report["eye_sd"]), lambda z: np.asarray(openings_of(z))[:, 1],
-                                         settings.eye_gain_max))
+    if settings.mouth_readout == "decoded":
+        report.update(mouth_readout_r=float("nan"), mouth_readout_eye=float("nan"))
+    if report.get("readout_eye"):
+        if settings.eye_keeps_mouth:
+            report.update(decouple_eye_step(module, mu, (report["eye_sd"], report["mouth_sd"]), mouth_direction,
+                                            openings_of))
+        if settings.eye_gain_max > 1:
+            report.update(calibrate_eye_step(module, mu, float(report["eye_sd"]), lambda z: np.asarray(openings_of(z))[:, 1],
+                                             settings.eye_gain_max))
+    if settings.mouth_readout == "decoded" and report.get("readout_mouth"):
+        report.update(calibrate_mouth_readout(module, mu, (report["eye_sd"], report["mouth_sd"]), openings_of))
     return module, report
 
 

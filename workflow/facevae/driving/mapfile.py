@@ -23,7 +23,7 @@ def save_retarget(path: str | os.PathLike, module: LandmarkRetarget) -> Path:
         "version": RETARGET_VERSION,
         "state": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "settings": {"inv_width": module.inv_width, "features": module.features, "kind": module.kind,
-                     "brow_weight": module.brow_weight},
+                     "brow_weight": module.brow_weight, **({"mouth_after_eye": True} if module.mouth_after_eye else {})},
         "info": module.info,
     }, path)
 
@@ -37,7 +37,8 @@ def load_retarget(path: str | os.PathLike) -> LandmarkRetarget:
         readout = {k: s[f"readout_{k}"].numpy() for k in ("w", "y", "steps", "lo", "hi")}
     module = LandmarkRetarget(s["actor_neutral"].numpy(), s["centres"].numpy(), s["coef"].numpy(), s["x_mean"].numpy(),
                               s["z_mean"].numpy(), cfg["inv_width"], cfg["features"], cfg["kind"], readout,
-                              cfg["brow_weight"], blob.get("info", {}))
+                              cfg["brow_weight"], blob.get("info", {}), s["blocks"].numpy() if "blocks" in s else None,
+                              cfg.get("mouth_after_eye", False))
     return module.eval()
 
 

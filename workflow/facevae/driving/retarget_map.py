@@ -14,18 +14,28 @@ import torch
 
 from facevae.driving.shapes import normalise_points, retarget_shapes, shape_features, shape_openings
 
-MAPS = ("kernel", "linear", "nadaraya")
+MAPS = ("kernel", "linear", "nadaraya", "additive")
+
+
+def _sq_distances(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    return ((x * x).sum(dim=1, keepdim=True) - 2 * x @ centres.T + (centres * centres).sum(dim=1)[None]).clamp(min=0)
 
 
 def apply_map(x: torch.Tensor, centres: torch.Tensor, coef: torch.Tensor, x_mean: torch.Tensor, z_mean: torch.Tensor,
-              inv_width: float, kind: str) -> torch.Tensor:
+              inv_width: float, kind: str, blocks: torch.Tensor | None = None) -> torch.Tensor:
     """Feature vectors (N, F) -> z (N, D): kernel ``exp(-|x - c|^2 * inv_width) @ coef + z_mean`` over
     the centres ``c``; ``nadaraya`` the same weights normalised to sum to 1 (``coef``: the centres' own
-    codes less ``z_mean``), so z is a weighted mean of the actor's codes; or linear ``(x - x_mean) @
+    codes less ``z_mean``), so z is a weighted mean of the actor's codes; ``additive`` one kernel per
+    block of features -- ``blocks`` (B, F): each row the block's features scaled by ``sqrt(inv_width)``
+    of that block, zero elsewhere -- their columns side by side, so z = z_mean + f_mouth(mouth) +
+    f_eyes(eyes and brows) (:func:`facevae.driving.fit.feature_blocks`); or linear ``(x - x_mean) @
     coef + z_mean``. The one evaluation of a map, for the module and for the fit's cross-validation alike."""
     if kind == "linear":
         return (x - x_mean) @ coef + z_mean
-    d2 = ((x * x).sum(dim=1, keepdim=True) - 2 * x @ centres.T + (centres * centres).sum(dim=1)[None]).clamp(min=0)
+    if kind == "additive":
+        k = torch.cat([torch.exp(-_sq_distances(x * scale, centres * scale)) for scale in blocks], dim=1)
+        return k @ coef + z_mean
+    d2 = _sq_distances(x, centres)
     if kind == "nadaraya":
         # Shifted by each row's nearest centre before exp: a shape far from every face of the actor
         # keeps weights (its nearest faces win) instead of underflowing to 0 / 0.
@@ -46,7 +56,8 @@ class LandmarkRetarget(torch.nn.Module):
     """
 
     def __init__(self, actor_neutral, centres, coef, x_mean, z_mean, inv_width: float, features: str = "local",
-                 kind: str = "kernel", readout: dict | None = None, brow_weight: float = 1.0, info: dict | None = None):
+                 kind: str = "kernel", readout: dict | None = None, brow_weight: float = 1.0, info: dict | None = None,
+                 blocks=None, mouth_after_eye: bool = False):
         super().__init__()
         # float64 inside (float32 in and out): the kernel map's coefficients are large and of both
         # signs, so float32 sums lose ~5e-4 of z (measured on the CI pipeline's d6 map, against
@@ -57,10 +68,17 @@ class LandmarkRetarget(torch.nn.Module):
         self.register_buffer("coef", f64(coef))
         self.register_buffer("x_mean", f64(x_mean))
         self.register_buffer("z_mean", f64(z_mean))
+        if blocks is not None:  # the additive map's feature blocks: a buffer only there (other maps' files unchanged)
+            self.register_buffer("blocks", f64(blocks))
+        else:
+            self.blocks = None
         # The read-out (empty when off): readout_w (D, 2) and readout_y (2,) predict the openings from
         # z, readout_steps (2, D) is the change of z per unit of each opening; readout_lo / _hi (2,)
         # the actor's own range of the openings, which the step's targets are held in.
         self.has_readout = readout is not None  # a Python bool: the ONNX graph has the step or not
+        # A Python bool too: the mouth's miss read after the eye step (a decoded mouth read-out,
+        # facevae.driving.fit.calibrate_mouth_readout) or both misses read before either step.
+        self.mouth_after_eye = bool(mouth_after_eye)
         readout = readout or {"w": np.zeros((0, 2)), "y": np.zeros(2), "steps": np.zeros((2, 0))}
         self.register_buffer("readout_w", f64(readout["w"]))
         self.register_buffer("readout_y", f64(readout["y"]))
@@ -76,7 +94,7 @@ class LandmarkRetarget(torch.nn.Module):
         return int(self.coef.shape[1])
 
     def map(self, x: torch.Tensor) -> torch.Tensor:
-        return apply_map(x, self.centres, self.coef, self.x_mean, self.z_mean, self.inv_width, self.kind)
+        return apply_map(x, self.centres, self.coef, self.x_mean, self.z_mean, self.inv_width, self.kind, self.blocks)
 
     def forward(self, landmarks: torch.Tensor, driver_neutral: torch.Tensor, transfer: float = 1.0,
                 gain: float = 1.0) -> torch.Tensor:
@@ -85,8 +103,13 @@ class LandmarkRetarget(torch.nn.Module):
         z = self.map(shape_features(shapes, self.features, self.brow_weight))
         if self.has_readout:
             target = torch.minimum(torch.maximum(shape_openings(shapes), self.readout_lo), self.readout_hi)
-            miss = target - ((z - self.z_mean) @ self.readout_w + self.readout_y)
-            z = z + miss @ self.readout_steps
+            if self.mouth_after_eye:  # the eye step, then the mouth step by what the read-out sees after it
+                for k in (0, 1):
+                    miss = target[:, k : k + 1] - ((z - self.z_mean) @ self.readout_w[:, k : k + 1] + self.readout_y[k])
+                    z = z + miss @ self.readout_steps[k : k + 1]
+            else:
+                miss = target - ((z - self.z_mean) @ self.readout_w + self.readout_y)
+                z = z + miss @ self.readout_steps
         return z.to(torch.float32)
 
     @torch.no_grad()
