@@ -107,6 +107,21 @@ class Meter:
                                   "dlib": landmark_ratios(dlib_lm), "dlib_lm": dlib_lm}
         return self.cache[(d, v)]
 
+    def identity(self, actor, faces, d, v, rendered) -> float:
+        """Identity kept as the score files measure it: rendered faces (every Nth kept frame) nearer the
+        actor's mean descriptor than the driver's and within the threshold of the actor's."""
+        from facevae.instruments import face_descriptors, identity_kept, mean_descriptor
+
+        drv = self.driver(d, v)
+        align = drv["track"].align_config(FACE_SIZE)
+        if ("desc", actor) not in self.cache:
+            self.cache[("desc", actor)] = mean_descriptor(faces["data"], align, RENDER.score_upscale)
+        if ("desc", d) not in self.cache:
+            crops = drv["track"].read_crops(0, drv["track"].n)[drv["track"].kept]
+            self.cache[("desc", d)] = face_descriptors(crops[:: RENDER.score_identity_every], align, RENDER.score_upscale).mean(axis=0)
+        desc = face_descriptors(rendered[:: RENDER.score_identity_every], align, RENDER.score_upscale)
+        return identity_kept(desc, self.cache[("desc", actor)], self.cache[("desc", d)], RENDER.score_identity_threshold)["kept"]
+
 
 def main() -> None:
     kind, work = sys.argv[1], Path(sys.argv[2])
@@ -159,6 +174,8 @@ def main() -> None:
                     row[f"dlib_{part}"] = pearson(drv["dlib"][:, k], dl[:, k])
                     row[f"base_dlib_{part}"] = pearson(drv["dlib"][:, k], base_dlib[:, k])
                 row.update({f"fit_{k}": report.get(k) for k in ("readout_mouth_r", "readout_mouth", "readout_eye_r", "cv_r2")})
+                if os.environ.get("SWEEP_IDENTITY"):  # identity kept as the score files measure it (every 3rd kept frame)
+                    row["identity_kept"] = meter.identity(actor, faces, d, v, rendered)
                 rows.append(row)
                 if name == names[0]:  # the first variant's frames, for the weakest pair's sheet
                     frames[(a, d)] = {"driver": track.read_crops(0, track.n)[track.kept], "render": rendered,
@@ -221,7 +238,8 @@ def summary(table: pd.DataFrame) -> None:
     g = table.groupby("variant")
     within = g.apply(lambda t: float((t.mesh_mouth >= t.base_mesh_mouth - 0.05).mean()), include_groups=False)
     amp_max = g.amp_mesh_mouth.max()
-    med = g[["mesh_mouth", "amp_mesh_mouth", "mesh_eye", "dlib_mouth", "base_mesh_mouth"]].median()
+    cols = ["mesh_mouth", "amp_mesh_mouth", "mesh_eye", "dlib_mouth", "base_mesh_mouth"]
+    med = g[cols + (["identity_kept"] if "identity_kept" in table else [])].median()
     print(pd.concat([med, within.rename("within_0.05"), amp_max.rename("amp_max")], axis=1).round(3).to_string())
 
 
