@@ -1,3 +1,4 @@
+# Over 450 lines: fitting the map and its decoder calibrations (eye gain, eye-mouth decoupling, decoded mouth read-out) edit one fitted module and one report, in one sequence (fit_and_calibrate).
 """Fitting an actor's map: kernel (or linear) ridge regression from the actor's own landmark
 features to its latent means, the eye/mouth read-out step, and its calibration on the decoder
 (rule fit_retarget: :func:`fit_actor_retarget`). The fitted module is
