@@ -116,14 +116,14 @@ def _median_d2(a: np.ndarray) -> float:
     return float(np.median(d2[d2 > 0])) if (d2 > 0).any() else 1.0
 
 
-def _solve_additive(x: np.ndarray, zc: np.ndarray, spread: np.ndarray, settings: RetargetSettings, median_d2) -> dict:
+def _solve_additive(x: np.ndarray, zc: np.ndarray, settings: RetargetSettings, median_d2) -> dict:
     """The additive map: one Gaussian kernel on the mouth's features and one on the rest, each of width
     ``bandwidth`` x its own median squared distance, fitted together (subset of regressors over the
     same centres, each kernel's own ridge): z = f_mouth + f_rest, so a driver's blink reaches z only
     through what the eyes do in the actor's frames beside its mouth, not through the faces where the
     actor happened to blink while talking."""
     masks = feature_blocks(settings.features, x.shape[1])
-    centres = x[spread]
+    centres = x[evenly_spread(len(x), settings.max_centres)]
     if median_d2 is None:
         median_d2 = tuple(_median_d2(centres * m) for m in masks)
     blocks = np.stack([m * np.sqrt(1.0 / (2.0 * settings.bandwidth * d2)) for m, d2 in zip(masks, median_d2)])
@@ -142,8 +142,7 @@ def _solve_map(x: np.ndarray, z: np.ndarray, settings: RetargetSettings, median_
     x_mean, z_mean = x.mean(axis=0), z.mean(axis=0)
     zc = z - z_mean
     if settings.map == "additive":
-        spread = evenly_spread(len(x), settings.max_centres)
-        return {**_solve_additive(x, zc, spread, settings, median_d2), "x_mean": x_mean, "z_mean": z_mean}
+        return {**_solve_additive(x, zc, settings, median_d2), "x_mean": x_mean, "z_mean": z_mean}
     if settings.map == "linear":
         xc = x - x_mean
         # l2 is relative: per frame and per unit of the features' variance.
@@ -153,8 +152,7 @@ def _solve_map(x: np.ndarray, z: np.ndarray, settings: RetargetSettings, median_
     spread = evenly_spread(len(x), settings.max_centres)
     centres = x[spread]
     if median_d2 is None:
-        d2 = ((centres[:, None] - centres[None]) ** 2).sum(-1)
-        median_d2 = float(np.median(d2[d2 > 0])) if (d2 > 0).any() else 1.0
+        median_d2 = _median_d2(centres)
     inv_width = 1.0 / (2.0 * settings.bandwidth * median_d2)
     if settings.map == "nadaraya":  # no solve: the centres' own codes, weighted at run time
         return {"centres": centres, "coef": zc[spread], "x_mean": x_mean, "z_mean": z_mean, "inv_width": inv_width,
