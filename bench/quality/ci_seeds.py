@@ -6,6 +6,8 @@ the loopback URLs, plus tests/support/pipeline.py's overrides -- the one definit
 runs the workflow to its three reenactments (d6 by tpsmm, by its own held-out rest, by an HDTF
 talker) once per seed -- seeds 1 and 2 reuse seed 0's videos, tracks and faces -- and prints each
 pair's face-mesh mouth / eye r, circular-shift p95 and amplitude ratio, and dlib's mouth r.
+With BENCH_CI_PAGE=1 it also builds d6's page and steps through tpsmm in its video-file mode as
+tests/test_page.py does (Chromium), and prints the page-vs-pipeline mouth r that test's bar comes from.
 
     .venv/bin/python bench/quality/ci_seeds.py WORKDIR [seed ...]     (BENCH_CI_FORCERUN: rules to rerun)
 """
@@ -27,6 +29,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from support.pipeline import pipeline_overrides  # noqa: E402
 from support.workflow import deep_merge  # noqa: E402
 
+PAGE_ACTOR, PAGE_DRIVER, PAGE_VIDEO = "d6", "tpsmm", "driving"  # tests/test_page.py's
+
 LOCAL = {"d6": "lp_d6.mp4", "d10": "lp_d10.mp4", "tpsmm": "tpsmm_driving.mp4"}
 PAIRS = (("tpsmm", "driving"), ("d6rest", "rest"), ("hdtf", "talk"))
 
@@ -45,6 +49,37 @@ def config(seed: int) -> dict:
     return cfg
 
 
+def page_row(work: Path) -> dict:
+    """tests/test_page.py's video-file comparison on ``work``'s built page (a served copy, as its fixture)."""
+    import json
+    import tempfile
+
+    from facevae.serve_page import serve
+    from support.browser import PageSession, playwright_module
+    from support.page_compare import compare_with_pipeline
+
+    built = work / f"results/explore/{PAGE_ACTOR}"
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copytree(built, folder, dirs_exist_ok=True)
+        shutil.copyfile(work / f"results/videos/{PAGE_DRIVER}/{PAGE_VIDEO}.mp4", Path(folder) / "clip.mp4")
+        server = serve(Path(folder))
+        try:
+            fps = json.loads((work / f"results/videos/{PAGE_DRIVER}/{PAGE_VIDEO}.json").read_text())["fps"]
+            with playwright_module()() as pw:
+                s = PageSession(pw, f"http://127.0.0.1:{server.server_address[1]}/")
+                try:
+                    log = s.js("([u, f]) => window.facevae.stepThrough(u, f)", ["clip.mp4", fps])
+                finally:
+                    s.close()
+        finally:
+            server.shutdown()
+    (work / "page_log.json").write_text(json.dumps(log))  # the page's own points, for a closer look
+    manifest = json.loads((built / "page.json").read_text())
+    c = compare_with_pipeline(log, work, PAGE_ACTOR, PAGE_DRIVER, PAGE_VIDEO, manifest)
+    return {"page_vs_pipeline_mouth": c["mouth_r"], "shift_p95": c["shift_p95"], "median_diff": c["median_diff"],
+            "page_transfer": c["page_transfer"], "pipeline_transfer": c["pipeline_transfer"]}
+
+
 def main() -> None:
     root = Path(sys.argv[1])
     seeds = [int(s) for s in sys.argv[2:]] or [0, 1, 2]
@@ -57,7 +92,12 @@ def main() -> None:
             for stage in ("videos", "tracks", "faces", "weights"):
                 shutil.copytree(root / "seed0" / "results" / stage, work / "results" / stage, symlinks=True)
         targets = [f"results/reenact/d6/{d}/{v}.tsv" for d, v in PAIRS]
+        page = os.environ.get("BENCH_CI_PAGE") == "1"
+        if page:
+            targets.append(f"results/explore/{PAGE_ACTOR}/index.html")
         run_workflow(work, config(seed), targets, forced)
+        if page:
+            print({"seed": seed, **{k: round(v, 4) for k, v in page_row(work).items()}}, flush=True)
         for d, v in PAIRS:
             t = pd.read_csv(work / f"results/reenact/d6/{d}/{v}.tsv", sep="\t").set_index(["instrument", "measure"])
             mm, me, dm = t.loc[("mesh", "mouth_open")], t.loc[("mesh", "eye_open")], t.loc[("dlib", "mouth_open")]

@@ -18,10 +18,11 @@ from facevae.driving.retarget_map import MAPS, LandmarkRetarget, apply_map
 from facevae.driving.shapes import FEATURES, MOUTH, normalise_landmarks, shape_features, shape_openings
 from facevae.sampling import evenly_spread
 
-# render.retarget.brow_weight: the brows' weight in what the map reads (docs/decisions: the page has
-# face-api's points only, whose brows moved the decoded mouth through a map reading them at full
-# weight; 0.5 is the lowest weight that kept every tuning pair within retrieval's reach).
-BROW_WEIGHT = 0.5
+# expert.render.retarget.brow_weight: the brows' weight in what the map reads. 0: the map ignores them
+# (docs/decisions/025-brow-weight-zero.md). Brow points are where face-api (the page) and dlib (the
+# pipeline) disagree most, and through the map they moved the decoded mouth; with final-fit models
+# they still did at half weight, and reading none raised the tuning set's mouth median.
+BROW_WEIGHT = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ class RetargetSettings:
     on the actor's decoded faces), at most this much; 1 leaves it unscaled. It needs the decoder, so
     :func:`fit_actor_retarget` applies it, not :func:`fit_retarget`. ``brow_weight``: the brows'
     coordinates in the features are multiplied by it (:func:`shape_features`; 0 = the map ignores
-    the brows; BROW_WEIGHT says why 0.5). ``eye_keeps_mouth``: before the eye step is scaled, the
+    the brows; BROW_WEIGHT says why 0). ``eye_keeps_mouth``: before the eye step is scaled, the
     share of the mouth's direction that cancels its pull on the *decoded* mouth is taken out of it
     (:func:`decouple_eye_step`, measured by dlib on the actor's decoded faces; like the eye gain,
     applied by :func:`fit_and_calibrate`, not :func:`fit_retarget`).
