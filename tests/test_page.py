@@ -17,7 +17,7 @@ import torch
 
 from support.browser import PageSession, chromium_path, playwright_module, write_coded_y4m
 from facevae.expression import pearson
-from support.page_compare import compare_with_pipeline, mesh_mouth
+from support.page_compare import compare_with_pipeline, copy_site, mesh_mouth, step_through
 
 pytestmark = [pytest.mark.slow, pytest.mark.media]
 
@@ -40,16 +40,12 @@ PORT_MEDIAN_PX, PORT_P99_PX = 0.25, 1.0
 def site(pipeline, tmp_path_factory):
     """The built page served from a copy of it plus the driver's ingested clip (a copy: serve_page
     serves no link that leads out of its folder)."""
-    import shutil
-
     from facevae.serve_page import serve
 
     wd = pipeline["workdir"]
     built = wd / f"results/explore/{ACTOR}"
     assert (built / "index.html").is_file(), sorted(p.name for p in built.iterdir())
-    folder = tmp_path_factory.mktemp("site")
-    shutil.copytree(built, folder, dirs_exist_ok=True)
-    shutil.copyfile(wd / f"results/videos/{DRIVER}/{VIDEO}.mp4", folder / "clip.mp4")
+    folder = copy_site(wd, ACTOR, DRIVER, VIDEO, tmp_path_factory.mktemp("site"))
     server = serve(folder)
     yield {"url": f"http://127.0.0.1:{server.server_address[1]}/", "folder": folder, "built": built, "wd": wd}
     server.shutdown()
@@ -214,8 +210,7 @@ def test_javascript_alignment_equals_python(session, site):
 @pytest.fixture(scope="module")
 def video_file_log(session, site) -> list[dict]:
     """The page's video-file mode stepped through every frame of the driver's clip (its log)."""
-    fps = json.loads((site["wd"] / f"results/videos/{DRIVER}/{VIDEO}.json").read_text())["fps"]
-    log = session.js("([u, f]) => window.facevae.stepThrough(u, f)", ["clip.mp4", fps])
+    log = step_through(session, site["wd"], DRIVER, VIDEO)
     session.page.screenshot(path=str(site["wd"] / "page-video-file.png"))
     if os.environ.get("FACEVAE_PAGE_LOG"):  # the page's own points for bench/archive/sweep_page_points.py
         Path(os.environ["FACEVAE_PAGE_LOG"]).write_text(json.dumps(log))

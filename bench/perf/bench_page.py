@@ -141,13 +141,12 @@ def video_file_row(playwright, url: str, work: Path) -> dict:
     """Video-file mode, every frame of the driver clip, against the pipeline's own driving path on the
     same clip (tests/support/page_compare.py): pixel difference, mesh mouth r, landmark distance."""
     from support.browser import PageSession
-    from support.page_compare import compare_with_pipeline
+    from support.page_compare import compare_with_pipeline, step_through
 
-    fps = json.loads((work / "results/videos/tpsmm/driving.json").read_text())["fps"]
     manifest = json.loads((work / "results/explore/d6/page.json").read_text())
     s = PageSession(playwright, url)
     try:
-        log = s.js("([u, f]) => window.facevae.stepThrough(u, f)", ["clip.mp4", fps])
+        log = step_through(s, work, "tpsmm", "driving")
     finally:
         s.close()
     return compare_with_pipeline(log, work, "d6", "tpsmm", "driving", manifest)
@@ -157,13 +156,14 @@ def main() -> None:
     from support.browser import chromium_path, write_coded_y4m
     from playwright.sync_api import sync_playwright
 
+    from support.page_compare import copy_site
+
     folder = build()
     clip_src = WORK / "results/videos/tpsmm/driving.mp4"
     site = WORK / "site"
     # A copy, not links: serve_page serves only files whose real location is inside its folder.
     shutil.rmtree(site, ignore_errors=True)
-    shutil.copytree(folder, site)
-    shutil.copy2(clip_src, site / "clip.mp4")
+    copy_site(WORK, "d6", "tpsmm", "driving", site)
     clip = WORK / "camera.y4m"
     n_frames = write_coded_y4m(clip_src, clip)
     chromium = chromium_path()

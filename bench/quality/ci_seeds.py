@@ -56,25 +56,21 @@ def page_row(work: Path) -> dict:
 
     from facevae.serve_page import serve
     from support.browser import PageSession, playwright_module
-    from support.page_compare import compare_with_pipeline
+    from support.page_compare import compare_with_pipeline, copy_site, step_through
 
-    built = work / f"results/explore/{PAGE_ACTOR}"
     with tempfile.TemporaryDirectory() as folder:
-        shutil.copytree(built, folder, dirs_exist_ok=True)
-        shutil.copyfile(work / f"results/videos/{PAGE_DRIVER}/{PAGE_VIDEO}.mp4", Path(folder) / "clip.mp4")
-        server = serve(Path(folder))
+        server = serve(copy_site(work, PAGE_ACTOR, PAGE_DRIVER, PAGE_VIDEO, Path(folder)))
         try:
-            fps = json.loads((work / f"results/videos/{PAGE_DRIVER}/{PAGE_VIDEO}.json").read_text())["fps"]
             with playwright_module()() as pw:
                 s = PageSession(pw, f"http://127.0.0.1:{server.server_address[1]}/")
                 try:
-                    log = s.js("([u, f]) => window.facevae.stepThrough(u, f)", ["clip.mp4", fps])
+                    log = step_through(s, work, PAGE_DRIVER, PAGE_VIDEO)
                 finally:
                     s.close()
         finally:
             server.shutdown()
     (work / "page_log.json").write_text(json.dumps(log))  # the page's own points, for a closer look
-    manifest = json.loads((built / "page.json").read_text())
+    manifest = json.loads((work / f"results/explore/{PAGE_ACTOR}/page.json").read_text())
     c = compare_with_pipeline(log, work, PAGE_ACTOR, PAGE_DRIVER, PAGE_VIDEO, manifest)
     return {"page_vs_pipeline_mouth": c["mouth_r"], "shift_p95": c["shift_p95"], "median_diff": c["median_diff"],
             "page_transfer": c["page_transfer"], "pipeline_transfer": c["pipeline_transfer"]}

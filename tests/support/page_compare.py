@@ -1,6 +1,7 @@
 """The page's video-file mode against the pipeline's own driving path on the same clip, judged
-with the independent instrument (MediaPipe's face mesh) -- shared by tests/test_page.py (asserts)
-and bench/perf/bench_page.py (a table row on a model trained with the defaults).
+with the independent instrument (MediaPipe's face mesh) -- shared by tests/test_page.py (asserts),
+bench/perf/bench_page.py (a table row on a model trained with the defaults) and
+bench/quality/ci_seeds.py (the test's bar per train.seed).
 
 The pipeline side is what `render.drive retarget` does with the page's settings: the driver's dlib
 track with face-api's mouth points (render.retarget.mouth_points faceapi), the actor's retargeting map, the neutral from the same calibration window, PyTorch's decoder.
@@ -8,11 +9,28 @@ track with face-api's mouth points (render.retarget.mouth_points faceapi), the a
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from facevae.expression import pearson
+
+
+def copy_site(workdir: Path, actor: str, driver: str, video: str, folder: Path) -> Path:
+    """The actor's built page and the driver's ingested clip (as ``clip.mp4``) copied into ``folder``, to
+    serve: serve_page serves no link that leads out of its folder."""
+    shutil.copytree(workdir / f"results/explore/{actor}", folder, dirs_exist_ok=True)
+    shutil.copyfile(workdir / f"results/videos/{driver}/{video}.mp4", folder / "clip.mp4")
+    return folder
+
+
+def step_through(session, workdir: Path, driver: str, video: str) -> list[dict]:
+    """The page's video-file mode stepped through every frame of the served ``clip.mp4`` (see
+    :func:`copy_site`) at the driver's frame rate: its log (frame, box, landmarks, crop, image)."""
+    fps = json.loads((workdir / f"results/videos/{driver}/{video}.json").read_text())["fps"]
+    return session.js("([u, f]) => window.facevae.stepThrough(u, f)", ["clip.mp4", fps])
 
 
 def mesh_mouth(faces: np.ndarray) -> np.ndarray:
